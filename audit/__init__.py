@@ -1,0 +1,1 @@
+"""The audit layer: provenance, fairness, generative-model audits, transparency and scans."""

@@ -1,0 +1,183 @@
+"""Where tensors run and in what precision: CUDA when present, else CPU; plus seeding.
+
+Simple over easy: float32 on CPU unless asked, bf16 autocast on GPUs that support it (fp16
+otherwise), channels_last and pinned memory only where they help (CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "DevicePolicy",
+    "Precision",
+    "describe_environment",
+    "device_policy",
+    "seed_everything",
+    "select_device",
+]
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def select_device(preference: str = "auto") -> str:
+    """ "auto" → "cuda" when a GPU is usable, else "cpu"; "cuda[:N]" fails clearly without one."""
+    import torch
+
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cpu":
+        return "cpu"
+    if preference.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {preference!r} asked for, but no CUDA GPU is available")
+        if ":" in preference:
+            index = int(preference.split(":", 1)[1])
+            if index >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device {preference!r} asked for, but only "
+                    f"{torch.cuda.device_count()} GPU(s) exist"
+                )
+        return preference
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {preference!r}")
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """A device and the speed settings that go with it."""
+
+    device: str
+    amp_dtype: Literal["bfloat16", "float16"] | None
+    channels_last: bool
+    pin_memory: bool
+    num_workers: int
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def torch_device(self) -> Any:
+        import torch
+
+        return torch.device(self.device)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Mixed precision for the forward pass when the policy asks for it; else nothing."""
+        if self.amp_dtype is None:
+            yield
+            return
+        import torch
+
+        with torch.autocast(
+            device_type="cuda" if self.is_cuda else "cpu", dtype=getattr(torch, self.amp_dtype)
+        ):
+            yield
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "amp_dtype": self.amp_dtype,
+            "channels_last": self.channels_last,
+            "pin_memory": self.pin_memory,
+            "num_workers": self.num_workers,
+        }
+
+
+def device_policy(device: str = "auto", *, precision: Precision = "auto") -> DevicePolicy:
+    """The policy for a device: "auto" precision is bf16/fp16 autocast on CUDA, fp32 on CPU."""
+    import torch
+
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    name = select_device(device)
+    cuda = name.startswith("cuda")
+    amp: Literal["bfloat16", "float16"] | None
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        amp = None
+    elif precision == "bf16":
+        amp = "bfloat16"
+    elif precision == "fp16":
+        if not cuda:
+            raise ValueError("fp16 autocast needs CUDA; use bf16 or fp32 on CPU")
+        amp = "float16"
+    else:  # auto on CUDA
+        amp = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    cpus = os.cpu_count() or 1
+    return DevicePolicy(
+        device=name,
+        amp_dtype=amp,
+        channels_last=cuda,
+        pin_memory=cuda,
+        num_workers=min(8, max(0, cpus - 1)) if cuda else min(2, max(0, cpus - 1)),
+    )
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all GPUs); optionally ask torch for deterministic kernels."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def describe_environment() -> dict[str, Any]:
+    """Versions and hardware, for bug reports and run records."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    versions = {}
+    for dist in (
+        "deepaudit",
+        "torch",
+        "torchvision",
+        "timm",
+        "diffusers",
+        "transformers",
+        "opencv-python-headless",
+        "pillow",
+        "numpy",
+        "scikit-learn",
+        "scikit-image",
+        "c2pa-python",
+        "mlflow",
+        "fairlearn",
+        "imageio-ffmpeg",
+    ):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "gpus": gpus,
+        "default_device": select_device("auto"),
+        "versions": versions,
+    }

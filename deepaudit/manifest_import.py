@@ -1,0 +1,322 @@
+"""Turn existing media folders and CSV tables into dataset manifests.
+
+Three layouts: a plain folder (one label for all), the CNNSpot layout (``0_real/`` and
+``1_fake/`` folders at any depth), and a CSV with a path column plus attribute columns.
+Imports append to the manifest and skip ids already in it, so an interrupted import resumes.
+Files that are not readable media are reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepaudit.errors import DeepauditError, ManifestError, MediaError
+from deepaudit.manifest import (
+    AttributeValue,
+    GeneratorInfo,
+    Label,
+    Manifest,
+    ManifestItem,
+    ManifestWriter,
+    read_manifest,
+)
+
+__all__ = [
+    "ImportReport",
+    "import_cnnspot",
+    "import_csv",
+    "import_folder",
+    "item_from_file",
+    "iter_files",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called with (files done, files in total) after each file."""
+
+_REAL_DIRS = {"0_real"}
+_FAKE_DIRS = {"1_fake"}
+_LABEL_WORDS = {
+    "real": "real",
+    "0": "real",
+    "false": "real",
+    "authentic": "real",
+    "pristine": "real",
+    "synthetic": "synthetic",
+    "fake": "synthetic",
+    "1": "synthetic",
+    "true": "synthetic",
+    "generated": "synthetic",
+    "ai": "synthetic",
+}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: the manifest now on disk and what it added, skipped or refused."""
+
+    manifest: Manifest
+    added: int
+    skipped: int  # already in the manifest (a resumed import)
+    ignored: int  # files that are not media and do not claim to be (README.txt, ...)
+    problems: tuple[DeepauditError, ...]  # files that claim to be media but cannot be read
+
+
+def item_from_file(
+    file: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str],
+    label: Label,
+    source: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    generator: GeneratorInfo | None = None,
+    item_id: str | None = None,
+    transforms: tuple[str, ...] = (),
+) -> ManifestItem:
+    """Probe a media file and describe it as a manifest item (path relative to ``root``)."""
+    from deepaudit.media import file_sha256, probe
+
+    p = Path(file)
+    info = probe(p)
+    rel = Path(os.path.relpath(p.resolve(), Path(root).resolve())).as_posix()
+    return ManifestItem(
+        id=item_id or rel,
+        path=rel,
+        sha256=file_sha256(p),
+        kind=info.kind,
+        label=label,
+        source=source,
+        generator=generator,
+        attributes=dict(attributes or {}),
+        width=info.width,
+        height=info.height,
+        frames=info.frames,
+        fps=info.fps,
+        transforms=transforms,
+    )
+
+
+def iter_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Every regular file under ``folder``, sorted, skipping hidden entries and manifests."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise MediaError(root, "is not a folder")
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_log_walk_error):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.endswith(".jsonl"):
+                continue
+            yield Path(dirpath) / name
+
+
+def _log_walk_error(exc: OSError) -> None:
+    logger.warning("%s: cannot list folder (%s)", exc.filename, exc.strerror)
+
+
+def _claims_media(path: Path) -> bool:
+    from deepaudit.media_formats import IMAGE_FORMATS, VIDEO_CONTAINERS
+
+    ext = path.suffix.lower()
+    return any(ext in exts for _, exts in (*IMAGE_FORMATS.values(), *VIDEO_CONTAINERS.values()))
+
+
+@dataclass
+class _Job:
+    file: Path
+    label: Label
+    source: str
+    attributes: Mapping[str, AttributeValue]
+
+
+def _run_import(
+    out: Path, jobs: list[_Job], progress: Progress | None, problems: list[DeepauditError]
+) -> ImportReport:
+    from deepaudit.media_formats import sniff_bytes
+
+    added = skipped = ignored = 0
+    with ManifestWriter(out) as writer:
+        for done, job in enumerate(jobs, start=1):
+            rel = Path(os.path.relpath(job.file.resolve(), out.resolve())).as_posix()
+            if rel in writer:
+                skipped += 1
+            else:
+                try:
+                    item = item_from_file(
+                        job.file,
+                        root=out,
+                        label=job.label,
+                        source=job.source,
+                        attributes=job.attributes,
+                    )
+                    writer.write(item)
+                    added += 1
+                except MediaError as exc:
+                    head = _head(job.file)
+                    if head and sniff_bytes(head).kind == "other" and not _claims_media(job.file):
+                        ignored += 1  # a README or a CSV next to the photos: not a problem
+                    else:
+                        problems.append(exc)
+            if progress is not None:
+                progress(done, len(jobs))
+    for exc in problems:
+        logger.warning("%s", exc)
+    return ImportReport(
+        manifest=read_manifest(out),
+        added=added,
+        skipped=skipped,
+        ignored=ignored,
+        problems=tuple(problems),
+    )
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4096)
+    except OSError:
+        return b""
+
+
+def import_folder(
+    folder: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    label: Label = "real",
+    source: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Every media file under ``folder`` (any depth) as items with one label and source."""
+    src = Path(folder)
+    if label not in ("real", "synthetic"):
+        raise ValueError(f"label must be 'real' or 'synthetic', got {label!r}")
+    dest = Path(out) if out is not None else src
+    jobs = [
+        _Job(f, label, source or src.resolve().name, dict(attributes or {}))
+        for f in iter_files(src)
+    ]
+    return _run_import(dest, jobs, progress, [])
+
+
+def import_cnnspot(
+    folder: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """A CNNSpot-layout tree: files under ``0_real/`` are real, under ``1_fake/`` synthetic.
+
+    The folders above them name the source, e.g. ``progan/airplane/1_fake/x.png`` gets
+    source "progan/airplane" (the root folder's name when the class folders sit at the top).
+    """
+    src = Path(folder)
+    dest = Path(out) if out is not None else src
+    jobs: list[_Job] = []
+    for f in iter_files(src):
+        parts = f.relative_to(src).parts[:-1]
+        marks = [i for i, part in enumerate(parts) if part in _REAL_DIRS | _FAKE_DIRS]
+        if not marks:
+            continue
+        i = marks[-1]
+        label: Label = "real" if parts[i] in _REAL_DIRS else "synthetic"
+        source = "/".join(parts[:i]) or src.resolve().name
+        attributes: dict[str, AttributeValue] = {}
+        if len(parts) > i + 1:
+            attributes["subfolder"] = "/".join(parts[i + 1 :])
+        jobs.append(_Job(f, label, source, attributes))
+    if not jobs:
+        raise MediaError(src, "no 0_real/ or 1_fake/ folders found (not a CNNSpot layout)")
+    return _run_import(dest, jobs, progress, [])
+
+
+def _coerce(value: str) -> AttributeValue:
+    text = value.strip()
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def import_csv(
+    csv_path: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    path_column: str = "path",
+    label: Label | None = None,
+    label_column: str | None = None,
+    source: str | None = None,
+    source_column: str | None = None,
+    attribute_columns: list[str] | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Rows of a CSV as items: a path column, a label (a column or one for all), attributes.
+
+    Paths are relative to ``root`` (default: the CSV's folder). Every column that is not the
+    path, label or source column becomes an attribute unless ``attribute_columns`` picks some;
+    numbers stay numbers. A row with a bad label or a missing file is reported with its line.
+    """
+    csv_file = Path(csv_path)
+    base = Path(root) if root is not None else csv_file.parent
+    dest = Path(out) if out is not None else base
+    if (label is None) == (label_column is None):
+        raise ValueError("give exactly one of label (one for all rows) or label_column")
+    try:
+        with open(csv_file, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = list(reader.fieldnames or [])
+            rows = list(reader)
+    except FileNotFoundError as exc:
+        raise ManifestError(csv_file, "no such CSV file") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(csv_file, f"cannot read CSV ({exc})") from exc
+    for needed in (path_column, label_column, source_column):
+        if needed is not None and needed not in columns:
+            raise ManifestError(
+                csv_file, f"no column {needed!r}; the columns are {', '.join(columns)}", line=1
+            )
+    reserved = {path_column, label_column, source_column}
+    if attribute_columns is None:
+        attribute_columns = [c for c in columns if c not in reserved]
+    else:
+        missing = [c for c in attribute_columns if c not in columns]
+        if missing:
+            raise ManifestError(csv_file, f"no attribute column(s) {missing}", line=1)
+    problems: list[DeepauditError] = []
+    jobs: list[_Job] = []
+    for line, row in enumerate(rows, start=2):
+        raw_path = (row.get(path_column) or "").strip()
+        if not raw_path:
+            problems.append(ManifestError(csv_file, f"empty {path_column!r}", line=line))
+            continue
+        if label_column is not None:
+            word = (row.get(label_column) or "").strip().lower()
+            row_label = _LABEL_WORDS.get(word)
+            if row_label is None:
+                problems.append(
+                    ManifestError(
+                        csv_file,
+                        f"label {word!r} is not one of {sorted(_LABEL_WORDS)}",
+                        line=line,
+                    )
+                )
+                continue
+        else:
+            row_label = label
+        row_source = (row.get(source_column) or "").strip() if source_column else ""
+        attrs: dict[str, Any] = {c: _coerce(row.get(c) or "") for c in attribute_columns}
+        jobs.append(_Job(base / raw_path, row_label, row_source or source or csv_file.stem, attrs))
+    return _run_import(dest, jobs, progress, problems)
