@@ -309,6 +309,8 @@ def _check_pixels(p: Path, width: int, height: int, max_pixels: int) -> None:
 
 
 def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    if im.format == "PNG" and "exif" not in im.info:
+        return im.width, im.height  # PNG's getexif() would decode the image to look further
     try:
         orientation = im.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block must not hide the image size
@@ -722,13 +724,14 @@ _VIDEO_CODECS: dict[str, tuple[str, ...]] = {
     ".m4v": ("h264", "mp4v"),
     ".mov": ("h264", "mp4v"),
     ".avi": ("mjpg", "xvid"),
-    ".mkv": ("ffv1", "mp4v"),
+    ".mkv": ("ffv1",),
     ".webm": ("vp8",),
     ".gif": ("gif",),
     ".webp": ("webp",),
 }
 _FOURCC = {"mp4v": "mp4v", "mjpg": "MJPG", "xvid": "XVID", "ffv1": "FFV1", "vp8": "VP80"}
-_EVEN_ONLY = {"h264", "mp4v", "xvid"}  # 4:2:0 chroma: odd sizes fail or get cropped
+# 4:2:0 chroma: odd sizes fail, or OpenCV silently crops them to even.
+_EVEN_ONLY = {"h264", "mp4v", "xvid", "mjpg", "vp8"}
 _codec_ok_cache: dict[tuple[str, str], bool] = {}
 
 
@@ -769,7 +772,8 @@ def write_video(
     candidates = choices if codec == "auto" else (codec,)
     chosen = None
     for name in candidates:
-        if name in _EVEN_ONLY and (width % 2 or height % 2):
+        even_only = name in _EVEN_ONLY or (name == "ffv1" and not _has_ffmpeg())
+        if even_only and (width % 2 or height % 2):
             if codec != "auto" or name == candidates[-1]:
                 raise MediaError(
                     p,
@@ -784,8 +788,8 @@ def write_video(
         raise MediaError(p, f"no working encoder for {ext} (tried {', '.join(candidates)})")
     all_frames = _chain_checked(p, first, it, (height, width))
     with _atomic_path(p) as tmp:
-        if chosen == "h264":
-            n = _write_ffmpeg_h264(tmp, all_frames, width, height, fps, crf)
+        if chosen == "h264" or (chosen == "ffv1" and _has_ffmpeg()):
+            n = _write_ffmpeg(tmp, all_frames, width, height, fps, chosen, crf)
         elif chosen in ("gif", "webp"):
             n = _write_pil_animation(tmp, all_frames, fps, chosen)
         else:
@@ -813,13 +817,9 @@ def _codec_available(name: str, ext: str) -> bool:
     key = (name, ext)
     if key not in _codec_ok_cache:
         if name == "h264":
-            try:
-                import imageio_ffmpeg
-
-                imageio_ffmpeg.get_ffmpeg_exe()
-                ok = True
-            except Exception:
-                ok = False
+            ok = _has_ffmpeg()
+        elif name == "ffv1" and _has_ffmpeg():
+            ok = True
         elif name in ("gif", "webp"):
             from PIL import features
 
@@ -830,6 +830,22 @@ def _codec_available(name: str, ext: str) -> bool:
         if not ok:
             logger.info("video codec %s for %s unavailable; trying the next", name, ext)
     return _codec_ok_cache[key]
+
+
+def _has_ffmpeg() -> bool:
+    """imageio-ffmpeg's bundled ffmpeg binary is installed (it writes H.264 and RGB FFV1)."""
+    if "ffmpeg" not in _codec_ok_cache_bin:
+        try:
+            import imageio_ffmpeg
+
+            imageio_ffmpeg.get_ffmpeg_exe()
+            _codec_ok_cache_bin["ffmpeg"] = True
+        except Exception:
+            _codec_ok_cache_bin["ffmpeg"] = False
+    return _codec_ok_cache_bin["ffmpeg"]
+
+
+_codec_ok_cache_bin: dict[str, bool] = {}
 
 
 def _cv2_fourcc_works(fourcc: str, ext: str) -> bool:
@@ -880,20 +896,25 @@ def _write_cv2(tmp: Path, frames, width, height, fps, fourcc) -> int:
     return n
 
 
-def _write_ffmpeg_h264(tmp: Path, frames, width, height, fps, crf) -> int:
+def _write_ffmpeg(tmp: Path, frames, width, height, fps, codec: str, crf: int) -> int:
     import imageio_ffmpeg
 
+    if codec == "h264":
+        ff_codec, pix_fmt, params = "libx264", "yuv420p", ["-crf", str(int(crf))]
+        params += ["-movflags", "+faststart"]
+    else:  # ffv1: lossless, RGB kept as is, any size
+        ff_codec, pix_fmt, params = "ffv1", "bgr0", ["-level", "3"]
     gen = imageio_ffmpeg.write_frames(
         str(tmp),
         (width, height),
         fps=float(fps),
-        codec="libx264",
+        codec=ff_codec,
         pix_fmt_in="rgb24",
-        pix_fmt_out="yuv420p",
+        pix_fmt_out=pix_fmt,
         quality=None,
         macro_block_size=1,
         ffmpeg_log_level="error",
-        output_params=["-crf", str(int(crf)), "-movflags", "+faststart"],
+        output_params=params,
     )
     gen.send(None)
     n = 0

@@ -1,0 +1,1 @@
+"""Speed measurements that print JSON; run ``python -m benchmarks [--quick]``."""

@@ -1,0 +1,26 @@
+"""Run every benchmark and print one JSON document: ``python -m benchmarks [--quick]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmarks import bench_manifest, bench_media
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Small sizes, a few seconds.")
+    args = parser.parse_args(argv)
+    results = {
+        "media": bench_media.run(quick=args.quick),
+        "manifest": bench_manifest.run(quick=args.quick),
+    }
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The deepaudit command line: help without torch, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from deepaudit.cli import app
+from deepaudit.media import write_image
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_without_importing_torch():
+    code = (
+        "import sys\n"
+        "sys.argv = ['deepaudit', '--help']\n"
+        "from deepaudit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = [m for m in ('torch', 'cv2', 'mlflow', 'diffusers', 'PIL') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+    for command in ("inspect", "manifest", "env", "runs", "demo"):
+        assert command in out.stdout
+    assert "deepfake detection and provenance auditing" in out.stdout
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("deepaudit ")
+
+
+def test_usage_error_exits_2(tmp_path):
+    assert runner.invoke(app, ["inspect", str(tmp_path / "missing")]).exit_code == 2
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+@pytest.fixture
+def inbox(tmp_path, photo, clip):
+    from deepaudit.media import write_video
+
+    d = tmp_path / "inbox"
+    write_image(d / "ok.png", photo)
+    write_video(d / "clip.mp4", clip, fps=12)
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.png").write_text("not an image")
+    return d
+
+
+def test_inspect_json_and_strict(inbox):
+    result = runner.invoke(app, ["inspect", str(inbox), "--json", "--hash"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["summary"] == {
+        "files": 4,
+        "images": 1,
+        "videos": 1,
+        "errors": 2,
+        "extension_mismatches": 0,
+    }
+    errors = {
+        r["path"].rsplit("/", 1)[1]: r["error"]["message"] for r in data["files"] if "error" in r
+    }
+    assert errors["empty.jpg"] == "empty file (0 bytes)"
+    assert "content is text" in errors["text.png"]
+    assert runner.invoke(app, ["inspect", str(inbox), "--strict"]).exit_code == 1
+    table = runner.invoke(app, ["inspect", str(inbox)])
+    assert "2 unreadable" in table.stdout
+
+
+def test_manifest_commands(tmp_path, photo):
+    src = tmp_path / "ds"
+    for i in range(6):
+        write_image(src / f"{i}.png", photo[i : i + 32, :32])
+    r = runner.invoke(app, ["manifest", "import-folder", str(src), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["added"] == 6
+    r = runner.invoke(app, ["manifest", "split", str(src), "--ratios", "0.5,0.5,0", "--json"])
+    assert r.exit_code == 0 and set(json.loads(r.stdout)["by_split"]) <= {"train", "val"}
+    r = runner.invoke(app, ["manifest", "stats", str(src), "--json"])
+    assert json.loads(r.stdout)["items"] == 6
+    r = runner.invoke(
+        app, ["manifest", "filter", str(src), "--split", "train", "--out", str(tmp_path / "tr")]
+    )
+    assert r.exit_code == 0 and (tmp_path / "tr" / "manifest.jsonl").exists()
+    assert runner.invoke(app, ["manifest", "validate", str(tmp_path / "tr")]).exit_code == 0
+    r = runner.invoke(app, ["manifest", "split", str(src), "--ratios", "1,2"])
+    assert r.exit_code == 2
+
+
+def test_validate_exits_1_with_line_numbers(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text('{"id": "x"}\n')
+    r = runner.invoke(app, ["manifest", "validate", str(tmp_path), "--json"])
+    assert r.exit_code == 1
+    problem = json.loads(r.stdout)["problems"][0]
+    assert problem["line"] == 1 and "missing required key" in problem["message"]
+    r = runner.invoke(app, ["manifest", "stats", str(tmp_path)])
+    assert r.exit_code == 1 and "manifest.jsonl:1:" in r.output
+
+
+def test_import_csv_command(tmp_path, photo):
+    write_image(tmp_path / "a.png", photo)
+    (tmp_path / "t.csv").write_text("file,gender\na.png,1\n")
+    r = runner.invoke(
+        app,
+        [
+            "manifest",
+            "import-csv",
+            str(tmp_path / "t.csv"),
+            "--path-column",
+            "file",
+            "--label",
+            "real",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["added"] == 1
+    r = runner.invoke(app, ["manifest", "import-csv", str(tmp_path / "t.csv")])
+    assert r.exit_code == 2
+
+
+def test_env_json():
+    r = runner.invoke(app, ["env", "--json"])
+    assert r.exit_code == 0
+    data = json.loads(r.stdout)
+    assert data["versions"]["torch"] and data["default_device"] in ("cpu", "cuda")
+
+
+def test_demo_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    s = data["summary"]
+    assert s["items"] >= 28 and s["by_kind"]["video"] == 6 and s["manifest_problems"] == 0
+    assert set(s["inbox_unreadable"]) == {
+        "bomb.png",
+        "cut_short.mp4",
+        "empty.jpg",
+        "invoice.mp4",
+        "notes.png",
+        "truncated.jpg",
+    }
+    assert s["inbox_misnamed"] == ["really_a_jpeg.png"]
+    assert (out / "summary.json").exists() and (out / "mlflow.db").exists()
+    r = runner.invoke(app, ["runs", "--tracking-uri", data["mlflow"]["tracking_uri"], "--json"])
+    runs = json.loads(r.stdout)["runs"]
+    assert runs[0]["metrics"]["inbox_unreadable"] == 6
+    # a second run resumes: the dataset is not duplicated
+    r = runner.invoke(app, ["demo", "--out", str(out), "--json"])
+    assert json.loads(r.stdout)["summary"]["items"] == s["items"]

@@ -1,0 +1,200 @@
+"""The dataset manifest: round trips, resumable writing, validation, splits, filters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepaudit.errors import ManifestError
+from deepaudit.manifest import (
+    GeneratorInfo,
+    Manifest,
+    ManifestItem,
+    ManifestWriter,
+    assign_split,
+    read_manifest,
+    validate_manifest,
+)
+
+SHA = "a" * 64
+
+
+def _item(i: int, *, label="real", **kw) -> ManifestItem:
+    gen = None
+    if label == "synthetic":
+        gen = GeneratorInfo(model="ddpm-tiny", sampler="ddim", steps=20, seed=i, prompt="a cat")
+    return ManifestItem(
+        id=f"item-{i:04d}",
+        path=f"media/{i:04d}.png",
+        sha256=SHA,
+        kind="image",
+        label=label,
+        source="ddpm-tiny" if label == "synthetic" else "camera",
+        generator=gen,
+        width=32,
+        height=32,
+        frames=1,
+        **kw,
+    )
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    items = [
+        _item(0, attributes={"gender": "female", "age": 31}, transforms=("jpeg:q=75",)),
+        _item(1, label="synthetic", split="test"),
+        ManifestItem.from_json({**_item(2).to_json(), "caption": "kept though unknown"}),
+    ]
+    with ManifestWriter(tmp_path) as w:
+        for it in items:
+            w.write(it)
+    back = read_manifest(tmp_path)
+    assert list(back) == items
+    assert back.get("item-0001").generator.seed == 1
+    assert back.get("item-0002").extra["caption"] == "kept though unknown"
+    line = json.loads((tmp_path / "manifest.jsonl").read_text().splitlines()[1])
+    assert line["generator"]["sampler"] == "ddim" and line["label"] == "synthetic"
+
+
+def test_each_line_is_flushed_as_written(tmp_path):
+    with ManifestWriter(tmp_path) as w:
+        w.write(_item(0))
+        # another reader sees the line before the writer closes
+        assert len(read_manifest(tmp_path)) == 1
+        w.write(_item(1))
+        assert len(read_manifest(tmp_path)) == 2
+
+
+def test_interrupted_writer_resumes(tmp_path, caplog):
+    with ManifestWriter(tmp_path) as w:
+        w.write(_item(0))
+        w.write(_item(1))
+    path = tmp_path / "manifest.jsonl"
+    with open(path, "a") as fh:  # a killed writer left half a line
+        fh.write(json.dumps(_item(2).to_json())[:40])
+    assert [i.id for i in read_manifest(tmp_path)] == ["item-0000", "item-0001"]
+    assert "incomplete last line" in caplog.text
+    with ManifestWriter(tmp_path) as w:
+        assert w.ids == {"item-0000", "item-0001"}
+        w.write(_item(2))
+        with pytest.raises(ManifestError, match="duplicate id"):
+            w.write(_item(1))
+    assert [i.id for i in read_manifest(tmp_path)] == ["item-0000", "item-0001", "item-0002"]
+    assert not validate_manifest(tmp_path)
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    path.write_text(json.dumps(_item(0).to_json()))
+    with ManifestWriter(tmp_path) as w:
+        w.write(_item(1))
+    assert len(read_manifest(tmp_path)) == 2
+
+
+def test_validation_names_each_bad_line(tmp_path):
+    good = _item(0).to_json()
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({k: v for k, v in good.items() if k != "sha256"} | {"id": "b"}),
+        json.dumps(good | {"id": "c", "label": "fake"}),
+        json.dumps(good),
+        json.dumps(good | {"id": "d", "path": "/abs/x.png"}),
+        json.dumps(good | {"id": "e", "generator": {"model": "m"}}),
+        json.dumps(good | {"id": "f", "width": -3}),
+        "[1, 2]",
+    ]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    problems = validate_manifest(tmp_path)
+    by_line = {p.line: p.message for p in problems}
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert "not valid JSON" in by_line[2]
+    assert "'sha256'" in by_line[3]
+    assert "'label'" in by_line[4] and "fake" in by_line[4]
+    assert "duplicate id" in by_line[5] and "line 1" in by_line[5]
+    assert "relative" in by_line[6]
+    assert "real item cannot have a 'generator'" in by_line[7]
+    assert "'width'" in by_line[8]
+    assert "JSON object" in by_line[9]
+    with pytest.raises(ManifestError) as info:
+        read_manifest(tmp_path)
+    assert info.value.line == 2 and "manifest.jsonl:2:" in str(info.value)
+
+
+def test_validation_checks_files_and_hashes(tmp_path):
+    from deepaudit.media import file_sha256
+
+    (tmp_path / "media").mkdir()
+    f = tmp_path / "media" / "0000.png"
+    f.write_bytes(b"original")
+    item = ManifestItem(
+        id="x",
+        path="media/0000.png",
+        sha256=file_sha256(f),
+        kind="image",
+        label="real",
+        source="camera",
+    )
+    Manifest(tmp_path, [item, _item(5)]).write()
+    problems = validate_manifest(tmp_path, check_files=True)
+    assert [p.line for p in problems] == [2] and "does not exist" in problems[0].message
+    f.write_bytes(b"changed")
+    problems = validate_manifest(tmp_path, check_hashes=True)
+    assert any(p.line == 1 and "sha256" in p.message for p in problems)
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(ManifestError, match="no such manifest"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_split_is_stable_when_items_are_added():
+    ids = [f"img-{i}" for i in range(2000)]
+    first = {i: assign_split(i) for i in ids}
+    more = {i: assign_split(i) for i in ids + [f"new-{j}" for j in range(500)]}
+    assert all(more[i] == first[i] for i in ids)
+    counts = {s: list(first.values()).count(s) for s in ("train", "val", "test")}
+    assert 1500 < counts["train"] < 1700 and 120 < counts["val"] < 280
+    assert assign_split("img-1", seed="other") in ("train", "val", "test")
+    with pytest.raises(ValueError):
+        assign_split("x", ratios=(1, -1, 0))
+
+
+def test_with_splits_keeps_existing_and_groups(tmp_path):
+    items = [_item(i, attributes={"person": f"p{i % 7}"}) for i in range(60)]
+    items[0] = _item(0, split="test", attributes={"person": "p0"})
+    m = Manifest(tmp_path, items).with_splits()
+    assert m.get("item-0000").split == "test"
+    assert all(i.split for i in m)
+    grouped = Manifest(tmp_path, items).with_splits(group_by="person", overwrite=True)
+    per_person = {}
+    for it in grouped:
+        per_person.setdefault(it.attributes["person"], set()).add(it.split)
+    assert all(len(s) == 1 for s in per_person.values())
+    with pytest.raises(ManifestError, match="no attribute"):
+        Manifest(tmp_path, [_item(1)]).with_splits(group_by="person")
+
+
+def test_filter(tmp_path):
+    items = [_item(i, attributes={"gender": i % 2}) for i in range(4)]
+    items += [_item(10 + i, label="synthetic", split="test") for i in range(3)]
+    m = Manifest(tmp_path, items)
+    assert len(m.filter(label="synthetic")) == 3
+    assert len(m.filter(generator="ddpm-tiny", split="test")) == 3
+    assert len(m.filter(sampler="ddim")) == 3 and len(m.filter(sampler="euler")) == 0
+    assert [i.id for i in m.filter(attributes={"gender": "1"})] == ["item-0001", "item-0003"]
+    assert len(m.filter(attributes={"gender": [0, 1]})) == 4
+    assert len(m.filter(label=["real", "synthetic"], where=lambda i: i.id.endswith("2"))) == 2
+
+
+def test_rebased_paths_point_at_the_same_files(tmp_path):
+    m = Manifest(tmp_path / "a", [_item(1)])
+    moved = m.rebased(tmp_path / "b" / "c")
+    assert moved[0].path == "../../a/media/0001.png"
+    assert moved.resolve(moved[0]).resolve() == m.resolve(m[0]).resolve()
+
+
+def test_summary(tmp_path):
+    m = Manifest(tmp_path, [_item(0), _item(1, label="synthetic")])
+    s = m.summary().to_json()
+    assert s["items"] == 2 and s["by_label"] == {"real": 1, "synthetic": 1}
