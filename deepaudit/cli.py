@@ -207,6 +207,63 @@ def _print_inspect_table(rows: list[dict[str, Any]], summary: dict[str, int]) ->
     )
 
 
+@app.command()
+def metadata(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (walked recursively).", exists=True)
+    ],
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+) -> None:
+    """AI-generation signals in image metadata (not C2PA): A1111/ComfyUI/InvokeAI/NovelAI
+    records, IPTC digital source type in XMP, EXIF Software and camera fields."""
+    from audit.metadata import read_ai_metadata
+    from deepaudit.errors import MediaError
+    from deepaudit.manifest_import import iter_files
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(iter_files(p) if p.is_dir() else [p])
+    reports: list[dict[str, Any]] = []
+    with _progress("reading metadata", enabled=len(files) > 20) as update:
+        for done, f in enumerate(files, start=1):
+            try:
+                reports.append(read_ai_metadata(f).to_json())
+            except MediaError as exc:
+                reports.append(
+                    {"path": str(f), "error": {"class": type(exc).__name__, "message": exc.reason}}
+                )
+            update(done, len(files))
+    errors = sum("error" in r for r in reports)
+    if as_json:
+        _print_json(
+            {
+                "files": reports,
+                "summary": {
+                    "files": len(reports),
+                    "declares_ai": sum(bool(r.get("declares_ai")) for r in reports),
+                    "claims_capture": sum(bool(r.get("claims_capture")) for r in reports),
+                    "errors": errors,
+                },
+            }
+        )
+    else:
+        out = _stdout()
+        for r in reports:
+            if "error" in r:
+                out.print(f"{r['path']}: error: {r['error']['message']}", markup=False)
+                continue
+            if not r["signals"]:
+                out.print(f"{r['path']}: no AI metadata", markup=False)
+            for sig in r["signals"]:
+                out.print(
+                    f"{r['path']}: {sig['claim']} ({sig['strength']}) {sig['summary']}",
+                    markup=False,
+                )
+    if strict and errors:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
 # --------------------------------------------------------------------------- manifest
 
 

@@ -157,3 +157,18 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     # a second run resumes: the dataset is not duplicated
     r = runner.invoke(app, ["demo", "--out", str(out), "--json"])
     assert json.loads(r.stdout)["summary"]["items"] == s["items"]
+
+
+def test_metadata_command(tmp_path, photo):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5")
+    Image.fromarray(photo).save(tmp_path / "gen.png", pnginfo=info)
+    write_image(tmp_path / "plain.png", photo)
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    r = runner.invoke(app, ["metadata", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["summary"] == {"files": 3, "declares_ai": 1, "claims_capture": 0, "errors": 1}
+    assert runner.invoke(app, ["metadata", str(tmp_path), "--strict"]).exit_code == 1
