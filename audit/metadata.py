@@ -282,18 +282,7 @@ def _png_chunk_signals(info: Mapping[str, Any]) -> list[MetadataSignal]:
         else:
             parsed = parse_a1111_parameters(params)
             if parsed is not None:
-                out.append(
-                    MetadataSignal(
-                        "a1111-parameters",
-                        "ai-generated",
-                        "strong",
-                        "png:parameters",
-                        "AUTOMATIC1111-style generation parameters "
-                        f"(model {parsed.get('model') or parsed.get('model_hash') or '?'}, "
-                        f"seed {parsed.get('seed', '?')})",
-                        parsed,
-                    )
-                )
+                out.append(_a1111_signal(parsed, "png:parameters"))
     prompt = _text(info.get("prompt"))
     if prompt:
         parsed = parse_comfyui_prompt(prompt)
@@ -351,6 +340,19 @@ def _png_chunk_signals(info: Mapping[str, Any]) -> list[MetadataSignal]:
     return out
 
 
+def _a1111_signal(parsed: dict[str, Any], where: str) -> MetadataSignal:
+    model = parsed.get("model") or parsed.get("model_hash") or "?"
+    seed = parsed.get("seed", "?")
+    return MetadataSignal(
+        "a1111-parameters",
+        "ai-generated",
+        "strong",
+        where,
+        f"AUTOMATIC1111-style generation parameters (model {model}, seed {seed})",
+        parsed,
+    )
+
+
 def _json_or_text(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
@@ -397,16 +399,7 @@ def _exif_signals(exif: Mapping[int, Any]) -> list[MetadataSignal]:
         if name == "UserComment":
             parsed = parse_a1111_parameters(text)
             if parsed is not None:
-                out.append(
-                    MetadataSignal(
-                        "a1111-parameters",
-                        "ai-generated",
-                        "strong",
-                        "exif:UserComment",
-                        "AUTOMATIC1111-style generation parameters in EXIF",
-                        parsed,
-                    )
-                )
+                out.append(_a1111_signal(parsed, "exif:UserComment"))
                 continue
         match = _GENERATOR_NAMES.search(text)
         if match:

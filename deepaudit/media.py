@@ -187,33 +187,25 @@ def probe(
     p = Path(path)
     guess = sniff_format(p)
     size = p.stat().st_size
+    fps: float | None
     if guess.format in VIDEO_CONTAINERS:
-        with _open_capture(p, guess) as (cap, width, height, count, fps):
+        with _open_capture(p, guess) as (cap, width, height, frames, fps):
             _check_pixels(p, width, height, max_pixels)
             if verify:
-                count = _verify_capture(p, guess, cap, count)
-        return MediaInfo(
-            path=str(p),
-            kind="video",
-            format=guess.format,
-            mime=guess.mime,
-            size_bytes=size,
-            width=width,
-            height=height,
-            frames=count,
-            fps=fps,
-            extension_matches=extension_matches(p, guess.format),
-        )
-    with _open_pil(p, guess, max_pixels) as im:
-        frames = _pil_frame_count(p, im)
-        if verify:
-            _pil_frame(p, guess, im, frames - 1)  # the last frame needs every byte before it
-            _pil_frame(p, guess, im, 0)
-        fps = _pil_fps(im, frames) if frames > 1 else None
-        width, height = _oriented_size(im)
+                frames = _verify_capture(p, guess, cap, frames)
+        kind: MediaKind = "video"
+    else:
+        with _open_pil(p, guess, max_pixels) as im:
+            frames = _pil_frame_count(p, im)
+            if verify:
+                _pil_frame(p, guess, im, frames - 1)  # the last frame needs every byte before it
+                _pil_frame(p, guess, im, 0)
+            fps = _pil_fps(im, frames) if frames > 1 else None
+            width, height = _oriented_size(im)
+        kind = "video" if frames > 1 else "image"
     return MediaInfo(
         path=str(p),
-        kind="video" if frames > 1 else "image",
+        kind=kind,
         format=guess.format,
         mime=guess.mime,
         size_bytes=size,
