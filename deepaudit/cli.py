@@ -549,7 +549,7 @@ def env(as_json: JsonOpt = False) -> None:
 @app.command()
 def runs(
     experiment: Annotated[str | None, typer.Option(help="Only this experiment.")] = None,
-    limit: Annotated[int, typer.Option(help="Newest N runs.")] = 20,
+    limit: Annotated[int, typer.Option(help="Newest N runs.", min=1)] = 20,
     tracking_uri: Annotated[
         str | None, typer.Option(help="mlflow store (default: $MLFLOW_TRACKING_URI, ./mlflow.db).")
     ] = None,
@@ -562,7 +562,11 @@ def runs(
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         records = []
     else:
-        records = Tracker(uri).list_runs(experiment, max_results=limit)
+        try:
+            records = Tracker(uri).list_runs(experiment, max_results=limit)
+        except Exception as exc:  # mlflow's own errors: bad URI, unreachable server
+            _stderr().print(f"error: {uri}: {str(exc).splitlines()[0]}", markup=False)
+            raise typer.Exit(EXIT_FINDINGS) from None
     if as_json:
         _print_json({"tracking_uri": uri, "runs": [r.to_json() for r in records]})
         return

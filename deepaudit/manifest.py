@@ -257,15 +257,23 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
 def _iter_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number, text, ends with newline) for every line of the file."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                yield number, line, line.endswith("\n")
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                # Decode line by line: a bad byte (or a character cut by a killed writer)
+                # spoils one line, reported with its number, not the whole file.
+                yield number, raw.decode("utf-8", "surrogateescape"), raw.endswith(b"\n")
     except FileNotFoundError as exc:
         raise ManifestError(path, "no such manifest file") from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError(path, f"not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise ManifestError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a manifest")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a manifest")
 
 
 def _parse(path: Path) -> Iterator[tuple[int, ManifestItem | None, ManifestProblem | None]]:
@@ -274,8 +282,10 @@ def _parse(path: Path) -> Iterator[tuple[int, ManifestItem | None, ManifestProbl
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
+            if any("\udc80" <= ch <= "\udcff" for ch in line):
+                raise ValueError("not UTF-8 text")
+            data = json.loads(line, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
             if not complete:
                 yield (
                     number,
@@ -285,7 +295,8 @@ def _parse(path: Path) -> Iterator[tuple[int, ManifestItem | None, ManifestProbl
                     ),
                 )
             else:
-                yield number, None, ManifestProblem(number, f"not valid JSON ({exc.msg})")
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:120]
+                yield number, None, ManifestProblem(number, f"not valid JSON ({reason})")
             continue
         try:
             item = ManifestItem.from_json(data)
@@ -360,7 +371,7 @@ def assign_split(
     seed: str = "deepaudit",
 ) -> Split:
     """train/val/test from a hash of ``key``: the same key always lands in the same split."""
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+    if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
         raise ValueError(f"ratios must be three non-negative numbers (train, val, test): {ratios}")
     total = float(sum(ratios))
     digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +115,15 @@ def iter_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
         for name in sorted(filenames):
             if name.startswith(".") or name.endswith(".jsonl"):
                 continue
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:
+                regular = True  # let the reader report a broken link with its reason
+            if not regular:  # reading a FIFO would block forever
+                logger.warning("%s: skipped, not a regular file", path)
+                continue
+            yield path
 
 
 def _log_walk_error(exc: OSError) -> None:
@@ -245,9 +255,10 @@ def _coerce(value: str) -> AttributeValue:
     except ValueError:
         pass
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text  # "nan"/"inf" stay words
 
 
 def import_csv(

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -150,12 +151,17 @@ def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:
     """Recognise a media file by its first bytes; raise MediaError for anything else."""
     p = Path(path)
     try:
-        if p.is_dir():
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
             raise MediaError(p, "is a directory, not a file")
+        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+            raise MediaError(p, "not a regular file (a pipe, socket or device)")
         with open(p, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
     except OSError as exc:
         raise MediaError(p, _os_reason(exc)) from exc
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise MediaError(p, f"invalid path ({exc})") from exc
     if not head:
         raise MediaError(p, "empty file (0 bytes)")
     guess = sniff_bytes(head)
@@ -198,8 +204,8 @@ def probe(
         with _open_pil(p, guess, max_pixels) as im:
             frames = _pil_frame_count(p, im)
             if verify:
-                _pil_frame(p, guess, im, frames - 1)  # the last frame needs every byte before it
-                _pil_frame(p, guess, im, 0)
+                _pil_frame(p, guess, im, frames - 1, max_pixels)  # needs every byte before it
+                _pil_frame(p, guess, im, 0, max_pixels)
             fps = _pil_fps(im, frames) if frames > 1 else None
             width, height = _oriented_size(im)
         kind = "video" if frames > 1 else "image"
@@ -512,12 +518,18 @@ def iter_video_frames(
                 index += 1
             if yielded == 0:
                 raise MediaError(p, _no_frames(guess))
+            if count and index < min(count, max_frames) - _tolerance(count):
+                raise MediaError(
+                    p,
+                    f"truncated {guess.description}: its header promises {count} frames, "
+                    f"only {index} decode",
+                )
         return
     with _open_pil(p, guess, max_pixels) as im:
         count = _pil_frame_count(p, im)
         _check_frame_limit(p, count, max_frames)
         for index in range(0, count, every):
-            yield index, _pil_frame(p, guess, im, index)
+            yield index, _pil_frame(p, guess, im, index, max_pixels)
 
 
 def _check_frame_limit(p: Path, count: int, max_frames: int) -> None:
@@ -573,6 +585,9 @@ def _tolerance(count: int) -> int:
     return max(1, count // 50)
 
 
+_VERIFY_WALK_FRAMES = 600  # frames probe(verify=True) decodes one by one; seeks beyond
+
+
 def _verify_capture(p: Path, guess: FormatGuess, cap: Any, count: int) -> int:
     """Decode the first frame and the last one the header promises; return the frame count."""
     cv2 = _cv2()
@@ -581,11 +596,14 @@ def _verify_capture(p: Path, guess: FormatGuess, cap: Any, count: int) -> int:
         raise MediaError(p, _no_frames(guess))
     if count <= 1:
         return max(count, 1)
-    cap.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
-    if cap.grab() and cap.retrieve()[0]:
-        return count
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    actual = _count_frames(cap, count + 1)
+    if count > _VERIFY_WALK_FRAMES:
+        # Long videos: seek to the last promised frame. FFmpeg may land on an earlier
+        # keyframe of a truncated H.264 file, so short videos are walked instead.
+        cap.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
+        if cap.grab() and cap.retrieve()[0]:
+            return count
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    actual = 1 + _count_frames(cap, count)
     if actual < count - _tolerance(count):
         raise MediaError(
             p,
@@ -640,8 +658,7 @@ def _read_cv2_video(
             _check_frame_limit(p, count, max_frames)
             cap.set(_cv2().CAP_PROP_POS_FRAMES, 0)
         wanted = sample_frame_indices(count, num_frames=num_frames, every=every)
-        if num_frames is None and every is None:
-            _check_bytes(p, len(wanted), width, height, max_bytes)
+        _check_bytes(p, len(wanted), width, height, max_bytes)
         frames, got, seen = _grab_selected(cap, wanted, max_frames)
     truncated = False
     if len(got) < len(wanted) and seen < count:
@@ -680,11 +697,21 @@ def _cv2():
     return cv2
 
 
-def _pil_frame(p: Path, guess: FormatGuess, im: Image.Image, index: int) -> np.ndarray:
+def _pil_frame(
+    p: Path, guess: FormatGuess, im: Image.Image, index: int, max_pixels: int | None = None
+) -> np.ndarray:
+    first = im.size
     try:
         im.seek(index)
+        if im.size != first and guess.format == "tiff":
+            # Pages of a TIFF may differ in size; a video's frames may not.
+            raise MediaError(p, f"page {index} is {im.size[0]}×{im.size[1]}, page 0 {first}")
+        if max_pixels is not None:
+            _check_pixels(p, im.width, im.height, max_pixels)
         im.load()
         return _to_rgb_array(im)
+    except MediaError:
+        raise
     except Exception as exc:
         where = f"frame {index}: " if index or getattr(im, "n_frames", 1) > 1 else ""
         raise MediaError(p, where + _decode_reason(guess, exc)) from exc
@@ -696,9 +723,8 @@ def _read_pil_animation(p, guess, num_frames, every, max_frames, max_pixels, max
         _check_frame_limit(p, count, max_frames)
         fps = _pil_fps(im, count) if count > 1 else 1.0
         wanted = sample_frame_indices(count, num_frames=num_frames, every=every)
-        if num_frames is None and every is None:
-            _check_bytes(p, len(wanted), im.width, im.height, max_bytes)
-        frames = [_pil_frame(p, guess, im, i) for i in wanted]
+        _check_bytes(p, len(wanted), im.width, im.height, max_bytes)
+        frames = [_pil_frame(p, guess, im, i, max_pixels) for i in wanted]
     if not frames:
         raise MediaError(p, f"{guess.description} has no frames")
     return Video(

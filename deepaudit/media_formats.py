@@ -168,13 +168,22 @@ def sniff_bytes(head: bytes) -> FormatGuess:
         if sub == b"WAVE":
             return _unsupported("wav", "WAV audio")
         return _other("riff", f"RIFF container of type {sub!r}")
-    if head[:2] == b"BM" and len(head) >= 26:
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 26
+        and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124)
+    ):
         return _media("bmp")
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _media("tiff")
     if len(head) >= 12 and head[4:8] == b"ftyp":
         return _sniff_iso_bmff(head)
-    if len(head) >= 8 and head[4:8] in _QT_ATOMS:
+    if (
+        len(head) >= 8
+        and head[4:8] in _QT_ATOMS
+        and int.from_bytes(head[:4], "big") >= 8
+        and not _looks_like_text(head)  # "The free…" is prose, not an atom
+    ):
         return _media("mov")
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return _media("webm") if b"webm" in head[:64] else _media("mkv")

@@ -204,10 +204,10 @@ class Tracker:
             all_tags.update({k: str(v) for k, v in (tags or {}).items()})
             run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
             tracked = TrackedRun(client, run.info.run_id, exp_id)
-            if params:
-                tracked.log_params(params)
         status = "FINISHED"
         try:
+            if params and resume_run_id is None:
+                tracked.log_params(params)
             yield tracked
         except KeyboardInterrupt:
             status = "KILLED"

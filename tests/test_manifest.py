@@ -198,3 +198,16 @@ def test_summary(tmp_path):
     m = Manifest(tmp_path, [_item(0), _item(1, label="synthetic")])
     s = m.summary().to_json()
     assert s["items"] == 2 and s["by_label"] == {"real": 1, "synthetic": 1}
+
+
+def test_bad_bytes_and_constants_are_line_errors(tmp_path):
+    good = json.dumps(_item(0).to_json()).encode()
+    nan = json.dumps(_item(1).to_json()).replace('"fps": null', '"fps": NaN').encode()
+    cut = json.dumps(_item(2).to_json() | {"source": "café"}, ensure_ascii=False).encode()
+    cut = cut[: cut.index("é".encode()) + 1]  # a killed writer stopped inside "é"
+    (tmp_path / "manifest.jsonl").write_bytes(good + b"\n\xff\xfe\n" + nan + b"\n" + cut)
+    problems = validate_manifest(tmp_path)
+    assert [(p.line, p.severity) for p in problems] == [(2, "error"), (3, "error"), (4, "warning")]
+    assert "NaN" in problems[1].message
+    with pytest.raises(ValueError, match="ratios"):
+        assign_split("x", ratios=(float("nan"), 1, 1))

@@ -285,3 +285,51 @@ def test_sha256_matches_hashlib(tmp_path, photo):
 
     path = media.write_image(tmp_path / "x.png", photo)
     assert media.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+def test_truncated_h264_fails_probe_and_streaming(tmp_path, clip):
+    many = np.concatenate([clip] * 5)
+    data = media.write_video(tmp_path / "long.mp4", many, fps=12).path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.3)])
+    with pytest.raises(MediaError, match=r"truncated|no decodable"):
+        media.probe(cut)
+    with pytest.raises(MediaError, match=r"truncated|no decodable"):
+        list(media.iter_video_frames(cut))
+
+
+def test_fifo_and_nul_path_are_media_errors(tmp_path):
+    import os
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    with pytest.raises(MediaError, match="not a regular file"):
+        media.probe(fifo)
+    with pytest.raises(MediaError, match="invalid path"):
+        media.probe(tmp_path / "a\x00b.png")
+
+
+def test_max_bytes_applies_when_sampling(tmp_path, clip):
+    path = media.write_video(tmp_path / "c.avi", clip, fps=12).path
+    with pytest.raises(MediaError, match="max_bytes"):
+        media.read_video(path, every=1, max_bytes=1000)
+
+
+def test_multipage_tiff_with_different_sizes(tmp_path, photo):
+    path = tmp_path / "pages.tiff"
+    small = Image.fromarray(photo[:10, :10])
+    small.save(path, save_all=True, append_images=[Image.fromarray(photo)])
+    with pytest.raises(MediaError):
+        media.read_video(path)
+    assert media.read_image(path).shape == (10, 10, 3)
+
+
+@pytest.mark.parametrize("text", ["The free software movement\n", "BMI table for adults\n"])
+def test_prose_is_not_sniffed_as_media(tmp_path, text):
+    path = tmp_path / "README"
+    path.write_text(text * 20)
+    with pytest.raises(MediaError, match="content is text"):
+        media.probe(path)

@@ -69,3 +69,11 @@ def test_default_uri(monkeypatch, tmp_path):
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_bad_params_leave_the_run_failed_not_running(tracker):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException), tracker.start_run("bad", params={"bad?key": 1}):
+        pass
+    assert [r.status for r in tracker.list_runs("bad")] == ["FAILED"]
