@@ -235,7 +235,7 @@ def read_ai_metadata(path: str | os.PathLike[str]) -> MetadataReport:
     """All AI-generation and capture signals in an image's metadata (none for videos yet)."""
     from PIL import Image
 
-    from deepaudit.media import sniff_format
+    from deepaudit.media import image_exif, sniff_format
 
     p = Path(path)
     guess = sniff_format(p)
@@ -244,7 +244,7 @@ def read_ai_metadata(path: str | os.PathLike[str]) -> MetadataReport:
     try:
         with Image.open(p) as im:
             info = dict(im.info)
-            exif = im.getexif() if im.format != "PNG" or "exif" in info else None
+            exif = image_exif(im)
             exif_items = dict(exif.items()) if exif else {}
             if exif is not None:
                 with contextlib.suppress(Exception):  # Exif IFD: UserComment lives here

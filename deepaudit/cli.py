@@ -122,6 +122,16 @@ def _progress(description: str, *, enabled: bool = True) -> Iterator[Callable[[i
         yield update
 
 
+def _expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given, folders walked recursively (sorted, hidden entries skipped)."""
+    from deepaudit.manifest_import import iter_files
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(iter_files(p) if p.is_dir() else [p])
+    return files
+
+
 @contextmanager
 def _errors_to_exit() -> Iterator[None]:
     """A DeepauditError ends the command with its one-line message and exit code 1."""
@@ -154,12 +164,9 @@ def inspect(
     Every file is opened by its bytes, not its name. Unreadable files are listed with a
     one-line reason and do not stop the run.
     """
-    from deepaudit.manifest_import import iter_files
     from deepaudit.media import probe_files
 
-    files: list[Path] = []
-    for p in paths:
-        files.extend(iter_files(p) if p.is_dir() else [p])
+    files = _expand_paths(paths)
     with _progress("inspecting", enabled=len(files) > 20) as update:
         rows = [r.to_json() for r in probe_files(files, hashes=hashes, progress=update)]
     errors = [r for r in rows if "error" in r]
@@ -219,11 +226,8 @@ def metadata(
     records, IPTC digital source type in XMP, EXIF Software and camera fields."""
     from audit.metadata import read_ai_metadata
     from deepaudit.errors import MediaError
-    from deepaudit.manifest_import import iter_files
 
-    files: list[Path] = []
-    for p in paths:
-        files.extend(iter_files(p) if p.is_dir() else [p])
+    files = _expand_paths(paths)
     reports: list[dict[str, Any]] = []
     with _progress("reading metadata", enabled=len(files) > 20) as update:
         for done, f in enumerate(files, start=1):

@@ -272,10 +272,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a manifest")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in a manifest")
-
-
 def _parse(path: Path) -> Iterator[tuple[int, ManifestItem | None, ManifestProblem | None]]:
     seen: dict[str, int] = {}
     for number, line, complete in _iter_lines(path):

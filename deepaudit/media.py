@@ -9,6 +9,7 @@ Every failure is a :class:`~deepaudit.errors.MediaError` naming the file and the
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -42,6 +43,7 @@ __all__ = [
     "Video",
     "WrittenVideo",
     "file_sha256",
+    "image_exif",
     "iter_video_frames",
     "probe",
     "probe_files",
@@ -204,8 +206,7 @@ def probe(
         with _open_pil(p, guess, max_pixels) as im:
             frames = _pil_frame_count(p, im)
             if verify:
-                _pil_frame(p, guess, im, frames - 1, max_pixels)  # needs every byte before it
-                _pil_frame(p, guess, im, 0, max_pixels)
+                _pil_load(p, guess, im, frames - 1, max_pixels)  # needs every byte before it
             fps = _pil_fps(im, frames) if frames > 1 else None
             width, height = _oriented_size(im)
         kind = "video" if frames > 1 else "image"
@@ -306,13 +307,23 @@ def _check_pixels(p: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _oriented_size(im: Image.Image) -> tuple[int, int]:
+def image_exif(im: Image.Image) -> Image.Exif | None:
+    """An opened image's EXIF without decoding pixels (None when there is none to read).
+
+    Pillow's ``getexif()`` on a PNG without an eXIf chunk before the pixel data decodes the
+    whole image to look after it; probing and metadata readers must not pay for that.
+    """
     if im.format == "PNG" and "exif" not in im.info:
-        return im.width, im.height  # PNG's getexif() would decode the image to look further
+        return None
     try:
-        orientation = im.getexif().get(0x0112, 1)
-    except Exception:  # a broken EXIF block must not hide the image size
-        orientation = 1
+        return im.getexif()
+    except Exception:  # a broken EXIF block must not hide the image
+        return None
+
+
+def _oriented_size(im: Image.Image) -> tuple[int, int]:
+    exif = image_exif(im)
+    orientation = exif.get(0x0112, 1) if exif is not None else 1
     if orientation in (5, 6, 7, 8):
         return im.height, im.width
     return im.width, im.height
@@ -697,24 +708,31 @@ def _cv2():
     return cv2
 
 
-def _pil_frame(
+def _pil_load(
     p: Path, guess: FormatGuess, im: Image.Image, index: int, max_pixels: int | None = None
-) -> np.ndarray:
-    first = im.size
+) -> None:
+    """Seek to frame ``index`` and decode it, with the same checks as the first frame."""
+    before = im.size
     try:
         im.seek(index)
-        if im.size != first and guess.format == "tiff":
+        if im.size != before and guess.format == "tiff":
             # Pages of a TIFF may differ in size; a video's frames may not.
-            raise MediaError(p, f"page {index} is {im.size[0]}×{im.size[1]}, page 0 {first}")
+            raise MediaError(p, f"page {index} is {im.size[0]}×{im.size[1]}, not {before}")
         if max_pixels is not None:
             _check_pixels(p, im.width, im.height, max_pixels)
         im.load()
-        return _to_rgb_array(im)
     except MediaError:
         raise
     except Exception as exc:
         where = f"frame {index}: " if index or getattr(im, "n_frames", 1) > 1 else ""
         raise MediaError(p, where + _decode_reason(guess, exc)) from exc
+
+
+def _pil_frame(
+    p: Path, guess: FormatGuess, im: Image.Image, index: int, max_pixels: int | None = None
+) -> np.ndarray:
+    _pil_load(p, guess, im, index, max_pixels)
+    return _to_rgb_array(im)
 
 
 def _read_pil_animation(p, guess, num_frames, every, max_frames, max_pixels, max_bytes) -> Video:
@@ -748,9 +766,6 @@ _VIDEO_CODECS: dict[str, tuple[str, ...]] = {
     ".webp": ("webp",),
 }
 _FOURCC = {"mp4v": "mp4v", "mjpg": "MJPG", "xvid": "XVID", "ffv1": "FFV1", "vp8": "VP80"}
-# 4:2:0 chroma: odd sizes fail, or OpenCV silently crops them to even.
-_EVEN_ONLY = {"h264", "mp4v", "xvid", "mjpg", "vp8"}
-_codec_ok_cache: dict[tuple[str, str], bool] = {}
 
 
 def write_video(
@@ -788,27 +803,30 @@ def write_video(
     first = _check_frame(p, first, None, 0)
     height, width = first.shape[:2]
     candidates = choices if codec == "auto" else (codec,)
-    chosen = None
+    chosen = backend = None
+    refused_odd = None
     for name in candidates:
-        even_only = name in _EVEN_ONLY or (name == "ffv1" and not _has_ffmpeg())
-        if even_only and (width % 2 or height % 2):
-            if codec != "auto" or name == candidates[-1]:
-                raise MediaError(
-                    p,
-                    f"{name} needs even width and height, got {width}×{height}; crop or pad "
-                    "the frames, or write .mkv (lossless FFV1, any size)",
-                )
+        encoder = _encoder(name, ext)
+        if encoder is None:
             continue
-        if _codec_available(name, ext):
-            chosen = name
-            break
+        if encoder[1] and (width % 2 or height % 2):
+            refused_odd = refused_odd or name
+            continue
+        chosen, backend = name, encoder[0]
+        break
     if chosen is None:
+        if refused_odd is not None:
+            raise MediaError(
+                p,
+                f"{refused_odd} needs even width and height, got {width}×{height}; crop or pad "
+                "the frames, or write .mkv (lossless FFV1, any size)",
+            )
         raise MediaError(p, f"no working encoder for {ext} (tried {', '.join(candidates)})")
     all_frames = _chain_checked(p, first, it, (height, width))
     with _atomic_path(p) as tmp:
-        if chosen == "h264" or (chosen == "ffv1" and _has_ffmpeg()):
+        if backend == "ffmpeg":
             n = _write_ffmpeg(tmp, all_frames, width, height, fps, chosen, crf)
-        elif chosen in ("gif", "webp"):
+        elif backend == "pil":
             n = _write_pil_animation(tmp, all_frames, fps, chosen)
         else:
             n = _write_cv2(tmp, all_frames, width, height, fps, _FOURCC[chosen])
@@ -831,39 +849,31 @@ def _chain_checked(p, first, rest, shape) -> Iterator[np.ndarray]:
         yield _check_frame(p, np.asarray(frame), shape, i)
 
 
-def _codec_available(name: str, ext: str) -> bool:
-    key = (name, ext)
-    if key not in _codec_ok_cache:
-        if name == "h264":
-            ok = _has_ffmpeg()
-        elif name == "ffv1" and _has_ffmpeg():
-            ok = True
-        elif name in ("gif", "webp"):
-            from PIL import features
+@functools.cache
+def _encoder(name: str, ext: str) -> tuple[str, bool] | None:
+    """(backend, needs even width and height) that writes ``name`` into ``ext``, or None."""
+    if name in ("gif", "webp"):
+        from PIL import features
 
-            ok = name == "gif" or bool(features.check("webp"))
-        else:
-            ok = _cv2_fourcc_works(_FOURCC[name], ext)
-        _codec_ok_cache[key] = ok
-        if not ok:
-            logger.info("video codec %s for %s unavailable; trying the next", name, ext)
-    return _codec_ok_cache[key]
+        return ("pil", False) if name == "gif" or features.check("webp") else None
+    if name in ("h264", "ffv1") and _has_ffmpeg():
+        return "ffmpeg", name == "h264"  # 4:2:0 H.264 needs even sizes; RGB FFV1 does not
+    if name in _FOURCC and _cv2_fourcc_works(_FOURCC[name], ext):
+        return "cv2", True  # OpenCV crops odd sizes to even without a word, for every codec
+    logger.info("video codec %s for %s unavailable; trying the next", name, ext)
+    return None
 
 
+@functools.cache
 def _has_ffmpeg() -> bool:
     """imageio-ffmpeg's bundled ffmpeg binary is installed (it writes H.264 and RGB FFV1)."""
-    if "ffmpeg" not in _codec_ok_cache_bin:
-        try:
-            import imageio_ffmpeg
+    try:
+        import imageio_ffmpeg
 
-            imageio_ffmpeg.get_ffmpeg_exe()
-            _codec_ok_cache_bin["ffmpeg"] = True
-        except Exception:
-            _codec_ok_cache_bin["ffmpeg"] = False
-    return _codec_ok_cache_bin["ffmpeg"]
-
-
-_codec_ok_cache_bin: dict[str, bool] = {}
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except Exception:
+        return False
 
 
 def _cv2_fourcc_works(fourcc: str, ext: str) -> bool:
