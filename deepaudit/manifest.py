@@ -254,14 +254,18 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
     return p / MANIFEST_NAME if p.is_dir() or not p.suffix else p
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
-    """Yield (line number, text, ends with newline) for every line of the file."""
+def _iter_lines(path: Path) -> Iterator[tuple[int, str | None, bool]]:
+    """Yield (line number, text or None if not UTF-8, ends with newline) for every line."""
     try:
         with open(path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 # Decode line by line: a bad byte (or a character cut by a killed writer)
                 # spoils one line, reported with its number, not the whole file.
-                yield number, raw.decode("utf-8", "surrogateescape"), raw.endswith(b"\n")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                yield number, text, raw.endswith(b"\n")
     except FileNotFoundError as exc:
         raise ManifestError(path, "no such manifest file") from exc
     except OSError as exc:
@@ -275,10 +279,10 @@ def _refuse_constant(name: str) -> Any:
 def _parse(path: Path) -> Iterator[tuple[int, ManifestItem | None, ManifestProblem | None]]:
     seen: dict[str, int] = {}
     for number, line, complete in _iter_lines(path):
-        if not line.strip():
+        if line is not None and not line.strip():
             continue
         try:
-            if any("\udc80" <= ch <= "\udcff" for ch in line):
+            if line is None:
                 raise ValueError("not UTF-8 text")
             data = json.loads(line, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:
