@@ -36,11 +36,13 @@ Claim = Literal["ai-generated", "ai-edited", "capture", "other"]
 
 IPTC_SOURCE_TYPES: dict[str, Claim] = {
     "trainedAlgorithmicMedia": "ai-generated",
+    "trainedAlgorithmicData": "ai-generated",  # older spelling seen in early C2PA files
     "compositeWithTrainedAlgorithmicMedia": "ai-edited",
     "algorithmicallyEnhanced": "ai-edited",
     "compositeSynthetic": "ai-edited",
     "algorithmicMedia": "other",  # made by an algorithm without training data (e.g. fractals)
     "digitalCapture": "capture",
+    "computationalCapture": "capture",
     "negativeFilm": "capture",
     "positiveFilm": "capture",
     "print": "capture",

@@ -39,3 +39,12 @@ def clip(photo) -> np.ndarray:
     """Twelve 48×64 frames of a pan across the photo: real content, distinct frames."""
     frames = [photo[10 : 10 + 48, 2 * i : 2 * i + 64] for i in range(12)]
     return np.ascontiguousarray(np.stack(frames))
+
+
+@pytest.fixture(scope="session")
+def creds(tmp_path_factory):
+    """A throwaway CA (``creds["ca"]``) and a signing certificate + key made by the tests."""
+    from deepaudit.credentials import load_signing_credentials, make_demo_credentials
+
+    paths = make_demo_credentials(tmp_path_factory.mktemp("certs"), organization="Test Org")
+    return {**paths, "signing": load_signing_credentials(paths["chain"], paths["key"])}

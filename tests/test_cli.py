@@ -172,3 +172,51 @@ def test_metadata_command(tmp_path, photo):
     data = json.loads(r.stdout)
     assert data["summary"] == {"files": 3, "declares_ai": 1, "claims_capture": 0, "errors": 1}
     assert runner.invoke(app, ["metadata", str(tmp_path), "--strict"]).exit_code == 1
+
+
+def test_demo_cert_sign_and_provenance(tmp_path, photo):
+    certs = tmp_path / "certs"
+    assert runner.invoke(app, ["demo-cert", str(certs)]).exit_code == 0
+    src = write_image(tmp_path / "a.png", photo)
+    signed = tmp_path / "signed.png"
+    cert_args = ["--cert", str(certs / "signer.pem"), "--key", str(certs / "signer.key.pem")]
+    result = runner.invoke(app, ["sign", str(src), *cert_args, "--ai-generated", "-o", str(signed)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        ["provenance", str(signed), str(src), "--json", "--trust-anchors", str(certs / "ca.pem")],
+    )
+    assert result.exit_code == 0, result.output
+    files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
+    rec = files[str(signed)]
+    assert rec["state"] == "trusted" and rec["ai_declaration"] == "ai-generated"
+    for key in ("codes", "signer", "digital_source_types", "ingredients", "metadata", "watermark"):
+        assert key in rec
+    assert files[str(src)]["state"] == "absent"
+    tree = runner.invoke(app, ["provenance", str(signed), "--tree"])
+    assert tree.exit_code == 0
+    assert "untrusted" in tree.stdout and "trainedAlgorithmicMedia" in tree.stdout
+
+
+def test_sign_needs_an_output_and_reports_bad_keys(tmp_path, photo):
+    certs = tmp_path / "certs"
+    runner.invoke(app, ["demo-cert", str(certs)])
+    src = write_image(tmp_path / "a.png", photo)
+    base = ["sign", str(src), "--cert", str(certs / "signer.pem")]
+    assert runner.invoke(app, [*base, "--key", str(certs / "signer.key.pem")]).exit_code == 2
+    bad = runner.invoke(app, [*base, "--key", str(certs / "ca.key.pem"), "--in-place"])
+    assert bad.exit_code == 1 and "does not match" in bad.output
+
+
+def test_provenance_strict_flags_invalid(tmp_path, photo):
+    certs = tmp_path / "certs"
+    runner.invoke(app, ["demo-cert", str(certs)])
+    src = write_image(tmp_path / "a.png", photo)
+    args = ["--cert", str(certs / "signer.pem"), "--key", str(certs / "signer.key.pem")]
+    assert runner.invoke(app, ["sign", str(src), *args, "--in-place"]).exit_code == 0
+    data = bytearray(src.read_bytes())
+    data[data.index(b"IDAT") + 40] ^= 0x5A
+    src.write_bytes(bytes(data))
+    assert runner.invoke(app, ["provenance", str(src)]).exit_code == 0
+    result = runner.invoke(app, ["provenance", str(src), "--strict"])
+    assert result.exit_code == 1 and "invalid" in result.stdout

@@ -1,0 +1,474 @@
+"""What a file's C2PA manifest says about its origin, and whether that claim holds.
+
+:func:`inspect_provenance` reads a file through `deepaudit.credentials` (offline) and
+returns a :class:`ProvenanceRecord`:
+
+- ``state``: ``trusted`` (signature and hashes valid, signer chains to a configured trust
+  anchor), ``untrusted`` (valid, but the signer is unknown — never present this as
+  verified), ``invalid`` (hash, signature or claim failures; ``codes`` lists them),
+  ``absent`` (no manifest, or a format C2PA cannot carry), ``remote`` (the file points to
+  a manifest at a URL that was not fetched), ``malformed`` (a manifest store is there but
+  cannot be parsed), or ``unreadable`` (the file itself could not be opened);
+- who signed (certificate subject, issuer, validity), when, with what claim generator;
+- the actions and their IPTC digital source types, the ingredient chain recursively (each
+  ingredient with its own validation), and a plain ``conclusion``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from audit.metadata import IPTC_SOURCE_TYPES
+from deepaudit.credentials import IPTC_DST, C2paRead, make_context, read_file
+
+__all__ = [
+    "Action",
+    "ManifestSummary",
+    "ProvenanceRecord",
+    "SignerInfo",
+    "inspect_provenance",
+    "interpret",
+]
+
+State = Literal["trusted", "untrusted", "invalid", "absent", "remote", "malformed", "unreadable"]
+Declaration = Literal["ai-generated", "ai-edited", "capture", "none"]
+
+UNTRUSTED = "signingCredential.untrusted"
+_MAX_DEPTH = 32  # ingredient nesting followed before giving up (hostile stores)
+
+_DECLARATION_TEXT: dict[str, str] = {
+    "ai-generated": "declares AI-generated",
+    "ai-edited": "declares AI-edited/composite",
+    "capture": "declares camera capture",
+    "none": "no AI declaration",
+}
+_RANK = {"ai-generated": 3, "ai-edited": 2, "capture": 1, "none": 0}
+
+
+@dataclass(frozen=True)
+class SignerInfo:
+    common_name: str | None = None
+    organization: str | None = None
+    issuer: str | None = None  # issuer CN (or organisation when c2pa gives only that)
+    issuer_organization: str | None = None
+    serial_number: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+    algorithm: str | None = None
+
+    def label(self) -> str:
+        who = self.common_name or self.organization or "unknown signer"
+        if self.organization and self.organization != who:
+            who = f"{who} ({self.organization})"
+        if self.issuer:
+            who += f", issued by {self.issuer}"
+        return who
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Action:
+    action: str
+    digital_source_type: str | None = None  # short IPTC name, e.g. "trainedAlgorithmicMedia"
+    software_agent: str | None = None
+    when: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ManifestSummary:
+    """One manifest of the chain: the active one, or an ingredient's."""
+
+    label: str | None
+    state: State
+    codes: list[str] = field(default_factory=list)
+    title: str | None = None
+    format: str | None = None
+    relationship: str | None = None  # for ingredients: parentOf, componentOf, inputTo
+    claim_generator: str | None = None
+    signer: SignerInfo | None = None
+    signing_time: str | None = None
+    actions: list[Action] = field(default_factory=list)
+    ingredients: list[ManifestSummary] = field(default_factory=list)
+
+    @property
+    def digital_source_types(self) -> list[str]:
+        seen: list[str] = []
+        for a in self.actions:
+            if a.digital_source_type and a.digital_source_type not in seen:
+                seen.append(a.digital_source_type)
+        return seen
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "state": self.state,
+            "codes": self.codes,
+            "title": self.title,
+            "format": self.format,
+            "relationship": self.relationship,
+            "claim_generator": self.claim_generator,
+            "signer": self.signer.to_json() if self.signer else None,
+            "signing_time": self.signing_time,
+            "actions": [a.to_json() for a in self.actions],
+            "digital_source_types": self.digital_source_types,
+            "ingredients": [i.to_json() for i in self.ingredients],
+        }
+
+
+@dataclass
+class ProvenanceRecord:
+    """The interpretation of one file's provenance; ``to_json()`` is the scan contract."""
+
+    path: str
+    state: State
+    reason: str
+    ai_declaration: Declaration = "none"
+    conclusion: str = ""
+    manifest: ManifestSummary | None = None
+    remote_url: str | None = None
+    embedded: bool | None = None
+    sidecar: str | None = None
+
+    @property
+    def codes(self) -> list[str]:
+        return self.manifest.codes if self.manifest else []
+
+    @property
+    def signer(self) -> SignerInfo | None:
+        return self.manifest.signer if self.manifest else None
+
+    @property
+    def digital_source_types(self) -> list[str]:
+        return self.manifest.digital_source_types if self.manifest else []
+
+    @property
+    def ingredients(self) -> list[ManifestSummary]:
+        return self.manifest.ingredients if self.manifest else []
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": self.path,
+            "state": self.state,
+            "reason": self.reason,
+            "codes": self.codes,
+            "signer": self.signer.to_json() if self.signer else None,
+            "issuer": self.signer.issuer if self.signer else None,
+            "signing_time": m.signing_time if m else None,
+            "claim_generator": m.claim_generator if m else None,
+            "title": m.title if m else None,
+            "actions": [a.to_json() for a in m.actions] if m else [],
+            "digital_source_types": self.digital_source_types,
+            "ai_declaration": self.ai_declaration,
+            "conclusion": self.conclusion,
+            "ingredients": [i.to_json() for i in self.ingredients],
+            "remote_url": self.remote_url,
+            "embedded": self.embedded,
+            "sidecar": self.sidecar,
+        }
+
+
+def inspect_provenance(
+    path: str | os.PathLike[str],
+    *,
+    trust_anchors: str | os.PathLike[str] | None = None,
+    context=None,
+    use_sidecar: bool = True,
+) -> ProvenanceRecord:
+    """Read ``path``'s manifest store offline and interpret it. Never raises for content."""
+    ctx = context if context is not None else make_context(trust_anchors)
+    return interpret(read_file(path, context=ctx, use_sidecar=use_sidecar))
+
+
+def interpret(read: C2paRead) -> ProvenanceRecord:
+    """Turn what c2pa read into a :class:`ProvenanceRecord`."""
+    if read.status == "absent":
+        return _record(read, "absent", "no C2PA manifest")
+    if read.status == "unsupported":
+        return _record(read, "absent", f"no C2PA manifest ({read.error})")
+    if read.status == "unreadable":
+        return _record(read, "unreadable", f"file cannot be read: {read.error}")
+    if read.status == "remote":
+        url = read.remote_url or "an unknown URL"
+        return _record(read, "remote", f"manifest is stored remotely at {url} (not fetched)")
+    if read.status == "error" or not read.store:
+        return _record(read, "malformed", f"manifest store cannot be read: {read.error}")
+
+    store = read.store
+    manifests: Mapping[str, Any] = store.get("manifests") or {}
+    active = store.get("active_manifest")
+    if not active or active not in manifests:
+        return _record(read, "malformed", "manifest store has no active manifest")
+    results = store.get("validation_results") or {}
+    failures = _codes((results.get("activeManifest") or {}).get("failure"))
+    for delta in results.get("ingredientDeltas") or []:
+        failures += _codes(((delta or {}).get("validationDeltas") or {}).get("failure"))
+    if not results:  # older stores: a flat validation_status list holds the failures
+        failures = _codes(store.get("validation_status"))
+    failures = list(dict.fromkeys(failures))
+    summary = _summarise(
+        manifests,
+        active,
+        read.certificates,
+        _state(store.get("validation_state"), failures),
+        failures,
+        set(),
+        0,
+    )
+    rec = ProvenanceRecord(
+        path=read.path,
+        state=summary.state,
+        reason="",
+        manifest=summary,
+        remote_url=read.remote_url,
+        embedded=read.embedded,
+        sidecar=read.sidecar,
+    )
+    signer = summary.signer.label() if summary.signer else "an unknown signer"
+    if summary.state == "trusted":
+        rec.reason = f"valid manifest signed by {signer}, trusted"
+    elif summary.state == "untrusted":
+        rec.reason = f"valid signature by {signer}, but the signer is not in the trust list"
+    else:
+        bad = [c for c in failures if c != UNTRUSTED] or failures
+        rec.reason = "manifest fails validation: " + ", ".join(bad)
+    rec.ai_declaration = _declaration(summary)
+    rec.conclusion = _conclusion(rec)
+    return rec
+
+
+def _record(read: C2paRead, state: State, reason: str) -> ProvenanceRecord:
+    rec = ProvenanceRecord(
+        path=read.path,
+        state=state,
+        reason=reason,
+        remote_url=read.remote_url,
+        embedded=read.embedded,
+        sidecar=read.sidecar,
+    )
+    rec.conclusion = _conclusion(rec)
+    return rec
+
+
+def _codes(entries: Any) -> list[str]:
+    return [e["code"] for e in entries or [] if isinstance(e, Mapping) and e.get("code")]
+
+
+def _state(validation_state: str | None, failures: list[str]) -> State:
+    if validation_state == "Trusted":
+        return "trusted"
+    real = [c for c in failures if c != UNTRUSTED]
+    if validation_state == "Valid" or (validation_state is None and not real):
+        return "untrusted"
+    return "invalid" if real else "untrusted"
+
+
+def _summarise(
+    manifests: Mapping[str, Any],
+    label: str,
+    certs: Mapping[str, Mapping[str, Any]],
+    state: State,
+    codes: list[str],
+    seen: set[str],
+    depth: int,
+    ingredient: Mapping[str, Any] | None = None,
+) -> ManifestSummary:
+    m = manifests.get(label) or {}
+    seen = seen | {label}
+    summary = ManifestSummary(
+        label=label,
+        state=state,
+        codes=codes,
+        title=(ingredient or {}).get("title") or m.get("title"),
+        format=(ingredient or {}).get("format") or m.get("format"),
+        relationship=(ingredient or {}).get("relationship"),
+        claim_generator=_claim_generator(m),
+        signer=_signer(m.get("signature_info") or {}, certs.get(label) or {}),
+        signing_time=(m.get("signature_info") or {}).get("time"),
+        actions=_actions(m.get("assertions") or []),
+    )
+    for ing in m.get("ingredients") or []:
+        if not isinstance(ing, Mapping):
+            continue
+        child_label = ing.get("active_manifest")
+        child_codes, child_state = _ingredient_validation(ing)
+        if (
+            child_label
+            and child_label in manifests
+            and child_label not in seen
+            and depth < _MAX_DEPTH
+        ):
+            child = _summarise(
+                manifests, child_label, certs, child_state, child_codes, seen, depth + 1, ing
+            )
+        else:
+            child = ManifestSummary(
+                label=child_label,
+                state=child_state if child_label else "absent",
+                codes=child_codes,
+                title=ing.get("title"),
+                format=ing.get("format"),
+                relationship=ing.get("relationship"),
+            )
+        summary.ingredients.append(child)
+    return summary
+
+
+def _ingredient_validation(ing: Mapping[str, Any]) -> tuple[list[str], State]:
+    results = ing.get("validation_results")
+    if isinstance(results, Mapping):
+        active = results.get("activeManifest") or {}
+        failures = _codes(active.get("failure"))
+        trusted = "signingCredential.trusted" in _codes(active.get("success"))
+    else:
+        failures = _codes(ing.get("validation_status"))
+        trusted = False
+    if trusted and not failures:
+        return failures, "trusted"
+    return failures, _state(None, failures)
+
+
+def _claim_generator(m: Mapping[str, Any]) -> str | None:
+    info = m.get("claim_generator_info")
+    if isinstance(info, list) and info and isinstance(info[0], Mapping):
+        first = info[0]
+        name = first.get("name")
+        version = first.get("version")
+        if name:
+            return f"{name}/{version}" if version else str(name)
+    gen = m.get("claim_generator")
+    return str(gen) if gen else None
+
+
+def _signer(sig: Mapping[str, Any], cert: Mapping[str, Any]) -> SignerInfo | None:
+    if not sig and not cert:
+        return None
+    subject = cert.get("subject") or {}
+    issuer = cert.get("issuer") or {}
+    return SignerInfo(
+        common_name=subject.get("CN") or sig.get("common_name"),
+        organization=subject.get("O"),
+        issuer=issuer.get("CN") or sig.get("issuer"),
+        issuer_organization=issuer.get("O") or sig.get("issuer"),
+        serial_number=cert.get("serial_number") or sig.get("cert_serial_number"),
+        not_before=cert.get("not_before"),
+        not_after=cert.get("not_after"),
+        algorithm=cert.get("algorithm") or sig.get("alg"),
+    )
+
+
+def _short_dst(uri: Any) -> str | None:
+    if not isinstance(uri, str) or not uri:
+        return None
+    return uri.removeprefix(IPTC_DST).rsplit("/", 1)[-1]
+
+
+def _actions(assertions: list[Any]) -> list[Action]:
+    out: list[Action] = []
+    for a in assertions:
+        if not isinstance(a, Mapping) or not str(a.get("label", "")).startswith("c2pa.actions"):
+            continue
+        for act in (a.get("data") or {}).get("actions") or []:
+            if not isinstance(act, Mapping):
+                continue
+            agent = act.get("softwareAgent")
+            if isinstance(agent, Mapping):
+                agent = agent.get("name")
+            out.append(
+                Action(
+                    action=str(act.get("action", "")),
+                    digital_source_type=_short_dst(act.get("digitalSourceType")),
+                    software_agent=str(agent) if agent else None,
+                    when=act.get("when"),
+                )
+            )
+    return out
+
+
+def _declaration_of(summary: ManifestSummary) -> Declaration:
+    best: Declaration = "none"
+    for dst in summary.digital_source_types:
+        claim = IPTC_SOURCE_TYPES.get(dst)
+        if claim in _RANK and _RANK[claim] > _RANK[best]:
+            best = claim  # type: ignore[assignment]
+    return best
+
+
+def _declaration(summary: ManifestSummary) -> Declaration:
+    """The active manifest's own declaration; AI inside an ingredient makes it AI-edited."""
+    own = _declaration_of(summary)
+    if own in ("ai-generated", "ai-edited"):
+        return own
+    stack = list(summary.ingredients)
+    while stack:
+        ing = stack.pop()
+        if _declaration_of(ing) in ("ai-generated", "ai-edited"):
+            return "ai-edited"
+        stack.extend(ing.ingredients)
+    return own
+
+
+def _conclusion(rec: ProvenanceRecord) -> str:
+    if rec.state == "absent":
+        return "no C2PA manifest: no provenance claim either way"
+    if rec.state == "remote":
+        return "provenance not checked: the manifest is remote and was not fetched"
+    if rec.state == "unreadable":
+        return "provenance not checked: the file cannot be read"
+    if rec.state == "malformed":
+        return "a C2PA manifest is present but unreadable: treat as tampered or broken"
+    text = _DECLARATION_TEXT[rec.ai_declaration]
+    if rec.state == "trusted":
+        return f"{text} (verified: trusted signer)"
+    if rec.state == "untrusted":
+        return f"{text} (signature valid but signer unknown: not verified)"
+    return f"{text} (manifest invalid: do not rely on this claim)"
+
+
+def audit_file(
+    path: str | os.PathLike[str],
+    *,
+    context=None,
+    trust_anchors: str | os.PathLike[str] | None = None,
+    kind: str | None = None,
+    check_metadata: bool = True,
+    check_watermark: bool = True,
+) -> dict[str, Any]:
+    """Provenance + AI metadata + invisible watermark of one file, as one JSON-ready dict.
+
+    ``kind`` (``"image"``/``"video"``) skips sniffing when the caller knows it. Metadata and
+    watermark failures are recorded in their own entries and never hide the C2PA result.
+    """
+    from audit.metadata import read_ai_metadata
+    from audit.watermark import detect_watermark
+    from deepaudit.errors import DeepauditError
+    from deepaudit.media import read_image, sniff_format
+
+    record = inspect_provenance(path, trust_anchors=trust_anchors, context=context)
+    out = record.to_json()
+    if kind is None:
+        try:
+            kind = sniff_format(path).kind
+        except DeepauditError:
+            kind = "other"
+    out["metadata"] = None
+    out["watermark"] = None
+    if check_metadata and kind == "image":
+        try:
+            out["metadata"] = read_ai_metadata(path).to_json()
+        except DeepauditError as exc:
+            out["metadata"] = {"error": {"class": type(exc).__name__, "message": str(exc)}}
+    if check_watermark and kind == "image":
+        try:
+            out["watermark"] = detect_watermark(read_image(path)).to_json()
+        except (DeepauditError, ValueError) as exc:
+            out["watermark"] = {"error": {"class": type(exc).__name__, "message": str(exc)}}
+    return out

@@ -1,0 +1,121 @@
+"""Provenance speed: deepaudit's reading of C2PA vs bare c2pa Reader calls on the same files.
+
+``python -m benchmarks.provenance [--quick]`` prints JSON. Files: PNG and JPEG photos
+(signed, tampered, unsigned) and signed MP4 clips, made in a temp folder. Figures:
+
+- ``bare_reader_files_per_s``: ``c2pa.Reader.try_create`` + ``json()`` per file, one context;
+- ``provenance_files_per_s``: :func:`audit.provenance.inspect_provenance` (sniffing, reading,
+  certificate details, interpretation) on the same files; ``ratio`` = this ÷ bare (goal ≥ 0.8);
+- ``full_audit_files_per_s``: plus AI metadata and watermark decoding (what the CLI does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _make_files(root: Path, n: int) -> tuple[list[Path], Path]:
+    from deepaudit.credentials import load_signing_credentials, make_demo_credentials, sign_file
+    from deepaudit.media import write_image, write_video
+    from deepaudit.photos import builtin_photos
+
+    paths = make_demo_credentials(root / "certs")
+    cred = load_signing_credentials(paths["chain"], paths["key"])
+    photos = [p.image for p in builtin_photos()]
+    files: list[Path] = []
+    for i in range(n):
+        img = np.ascontiguousarray(photos[i % len(photos)][:512, :512])
+        ext = ".png" if i % 2 else ".jpg"
+        src = write_image(root / f"src{i}{ext}", img)
+        if i % 4 == 3:
+            files.append(src)  # unsigned
+            continue
+        out = sign_file(src, cred, root / f"signed{i}{ext}")
+        if i % 4 == 2:  # tampered
+            data = bytearray(out.read_bytes())
+            data[len(data) // 2] ^= 0x5A
+            out.write_bytes(bytes(data))
+        files.append(out)
+    for i in range(max(1, n // 10)):
+        frames = np.stack([photos[i % len(photos)][j : j + 128, j : j + 128] for j in range(8)])
+        clip = write_video(root / f"clip{i}.mp4", np.ascontiguousarray(frames), fps=8).path
+        files.append(sign_file(clip, cred, root / f"signed_clip{i}.mp4"))
+    return files, paths["ca"]
+
+
+def _time(fn, files, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for f in files:
+            fn(f)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def run(*, quick: bool = False) -> dict:
+    import c2pa
+
+    from audit.provenance import audit_file, inspect_provenance
+    from deepaudit.credentials import make_context
+
+    n = 40 if quick else 400
+    with tempfile.TemporaryDirectory() as tmp:
+        files, ca = _make_files(Path(tmp), n)
+        ctx = make_context(ca)
+        mimes = {".png": "image/png", ".jpg": "image/jpeg", ".mp4": "video/mp4"}
+
+        def bare(f: Path) -> None:
+            with f.open("rb") as fh:
+                try:
+                    r = c2pa.Reader.try_create(mimes[f.suffix], fh, None, context=ctx)
+                except c2pa.C2paError:
+                    return
+                if r is not None:
+                    with r:
+                        r.json()
+
+        def ours(f: Path) -> None:
+            inspect_provenance(f, context=ctx)
+
+        def full(f: Path) -> None:
+            audit_file(f, context=ctx)
+
+        for fn in (bare, ours):  # warm the OS cache and the c2pa library
+            fn(files[0])
+        repeats = 2 if quick else 3
+        t_bare = _time(bare, files, repeats)
+        t_ours = _time(ours, files, repeats)
+        t_full = _time(full, files, 1)
+        states: dict[str, int] = {}
+        for f in files:
+            s = inspect_provenance(f, context=ctx).state
+            states[s] = states.get(s, 0) + 1
+    return {
+        "files": len(files),
+        "states": states,
+        "bare_reader_files_per_s": round(len(files) / t_bare, 1),
+        "provenance_files_per_s": round(len(files) / t_ours, 1),
+        "ratio": round(t_bare / t_ours, 3),
+        "full_audit_files_per_s": round(len(files) / t_full, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="40 files instead of 400.")
+    args = parser.parse_args(argv)
+    json.dump(run(quick=args.quick), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

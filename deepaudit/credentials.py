@@ -1,0 +1,639 @@
+"""A thin layer over c2pa-python: signers from PEM files, signing files, reading manifest stores.
+
+Everything here is offline unless a caller asks otherwise: c2pa's own default
+(``verify.remote_manifest_fetch = true``) makes a Reader download a manifest from a URL
+written in the file, so every :class:`~c2pa.Context` built here turns it off, and thumbnails
+(≈6× the file size of a small signed image) are off too.
+
+Reading never raises for what a file contains: :func:`read_file` returns a
+:class:`C2paRead` whose ``status`` is ``"ok"``, ``"absent"``, ``"remote"`` or ``"error"``;
+`audit.provenance` turns it into a verdict a user understands. Signing errors (bad key,
+certificate not valid for signing, unsupported format) raise :class:`CredentialError`
+with the file and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import io
+import json
+import mimetypes
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deepaudit import __version__
+from deepaudit.errors import DeepauditError, DependencyError
+
+__all__ = [
+    "DIGITAL_SOURCE_TYPES",
+    "IPTC_DST",
+    "C2paRead",
+    "CredentialError",
+    "SigningCredentials",
+    "build_manifest",
+    "load_demo_ca",
+    "load_signing_credentials",
+    "make_context",
+    "make_demo_credentials",
+    "read_file",
+    "read_trust_anchors",
+    "sidecar_path",
+    "sign_file",
+]
+
+IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+# Short names accepted wherever a digital source type is given; values are the IPTC URIs.
+DIGITAL_SOURCE_TYPES = {
+    name: IPTC_DST + name
+    for name in (
+        "trainedAlgorithmicMedia",
+        "compositeWithTrainedAlgorithmicMedia",
+        "compositeSynthetic",
+        "algorithmicMedia",
+        "algorithmicallyEnhanced",
+        "digitalCapture",
+        "computationalCapture",
+        "compositeCapture",
+        "composite",
+        "digitalCreation",
+        "humanEdits",
+        "minorHumanEdits",
+        "screenCapture",
+        "virtualRecording",
+        "negativeFilm",
+        "positiveFilm",
+        "print",
+        "dataDrivenMedia",
+    )
+}
+
+# Formats c2pa-rs can embed a manifest in, by our sniffed format name → MIME type.
+_SIGNABLE_MIME = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "tiff": "image/tiff",
+    "gif": "image/gif",
+    "avif": "image/avif",
+    "heic": "image/heic",
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+}
+
+_IN_MEMORY_BYTES = 64 << 20
+
+ReadStatus = Literal["ok", "absent", "remote", "unsupported", "unreadable", "error"]
+
+
+class CredentialError(DeepauditError):
+    """Signing material or a signing request is unusable; names the file and the reason."""
+
+
+def _c2pa():
+    try:
+        import c2pa
+    except ImportError as exc:  # pragma: no cover - c2pa-python is a hard dependency
+        raise DependencyError(f"c2pa-python is not installed: {exc}") from exc
+    return c2pa
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+def read_trust_anchors(path: str | os.PathLike[str]) -> str:
+    """Concatenate the PEM certificates of a file, or of every ``.pem``/``.crt`` in a folder.
+
+    Raises :class:`CredentialError` when nothing usable is there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            f for f in p.iterdir() if f.suffix.lower() in {".pem", ".crt", ".cer"} and f.is_file()
+        )
+    elif p.is_file():
+        files = [p]
+    else:
+        raise CredentialError(f"{p}: trust anchors not found (give a PEM file or a folder)")
+    chunks = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CredentialError(f"{f}: cannot read trust anchors: {exc}") from exc
+        if "-----BEGIN CERTIFICATE-----" in text:
+            chunks.append(text.strip() + "\n")
+    if not chunks:
+        raise CredentialError(
+            f"{p}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
+        )
+    return "".join(chunks)
+
+
+@functools.lru_cache(maxsize=16)
+def _context(anchors_pem: str | None, allow_network: bool):
+    c2pa = _c2pa()
+    settings: dict[str, Any] = {
+        "verify": {"remote_manifest_fetch": bool(allow_network), "ocsp_fetch": False},
+        "builder": {"thumbnail": {"enabled": False}},
+    }
+    if anchors_pem:
+        settings["trust"] = {"user_anchors": anchors_pem}
+    return c2pa.Context.from_dict(settings)
+
+
+def make_context(
+    trust_anchors: str | os.PathLike[str] | None = None, *, allow_network: bool = False
+):
+    """A c2pa ``Context``: user trust anchors (PEM file/folder), no network, no thumbnails.
+
+    Contexts are cached by content, so calling this per file costs nothing.
+    """
+    pem = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
+    return _context(pem, allow_network)
+
+
+# --------------------------------------------------------------------------- signing
+
+
+@dataclass(frozen=True)
+class SigningCredentials:
+    """A certificate chain (end-entity first, no root) and its private key, as PEM."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    alg: str  # es256 | es384 | es512 | ps256 | ed25519
+    subject: str
+    not_after: _dt.datetime
+    source: str = ""
+
+    def signer(self):
+        c2pa = _c2pa()
+        info = c2pa.C2paSignerInfo(self.alg, self.chain_pem, self.key_pem, None)
+        return c2pa.Signer.from_info(info)
+
+
+def _alg_for_key(key: Any, where: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        curves = {"secp256r1": "es256", "secp384r1": "es384", "secp521r1": "es512"}
+        if key.curve.name not in curves:
+            raise CredentialError(f"{where}: EC curve {key.curve.name} is not supported by C2PA")
+        return curves[key.curve.name]
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "ps256"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    raise CredentialError(f"{where}: key type {type(key).__name__} is not supported by C2PA")
+
+
+def load_signing_credentials(
+    cert_chain: str | os.PathLike[str], key: str | os.PathLike[str], *, alg: str | None = None
+) -> SigningCredentials:
+    """Load and check a PEM chain + key; the algorithm follows from the key unless given.
+
+    Checks what c2pa-rs would reject later with a less helpful message: the key must match
+    the first certificate, which must not be a CA and must be valid now.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path, key_path = Path(cert_chain), Path(key)
+    try:
+        chain_pem = cert_path.read_bytes()
+    except OSError as exc:
+        raise CredentialError(f"{cert_path}: cannot read certificate chain: {exc}") from exc
+    try:
+        key_pem = key_path.read_bytes()
+    except OSError as exc:
+        raise CredentialError(f"{key_path}: cannot read private key: {exc}") from exc
+    try:
+        certs = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as exc:
+        raise CredentialError(f"{cert_path}: not a PEM certificate chain ({exc})") from exc
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise CredentialError(
+            f"{key_path}: not an unencrypted PEM private key ({str(exc).splitlines()[0]})"
+        ) from exc
+    leaf = certs[0]
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(
+        serialization.Encoding.DER, pub
+    ) != private_key.public_key().public_bytes(serialization.Encoding.DER, pub):
+        raise CredentialError(
+            f"{key_path}: private key does not match the certificate in {cert_path}"
+        )
+    try:
+        basic = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if basic.ca:
+            raise CredentialError(
+                f"{cert_path}: the first certificate is a CA; C2PA needs the end-entity "
+                "certificate first, then intermediates"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    now = _dt.datetime.now(_dt.timezone.utc)
+    if not (leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc):
+        raise CredentialError(
+            f"{cert_path}: certificate not valid now (valid {leaf.not_valid_before_utc:%Y-%m-%d} "
+            f"to {leaf.not_valid_after_utc:%Y-%m-%d})"
+        )
+    detected = _alg_for_key(private_key, str(key_path))
+    return SigningCredentials(
+        chain_pem=chain_pem,
+        key_pem=key_pem,
+        alg=(alg or detected).lower(),
+        subject=leaf.subject.rfc4514_string(),
+        not_after=leaf.not_valid_after_utc,
+        source=str(cert_path),
+    )
+
+
+def _dst_uri(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.startswith("http://") or value.startswith("https://"):
+        return value
+    if value in DIGITAL_SOURCE_TYPES:
+        return DIGITAL_SOURCE_TYPES[value]
+    raise CredentialError(
+        f"unknown digital source type {value!r}; valid: {', '.join(sorted(DIGITAL_SOURCE_TYPES))}"
+    )
+
+
+def build_manifest(
+    *,
+    title: str,
+    digital_source_type: str | None = "trainedAlgorithmicMedia",
+    action: str = "c2pa.created",
+    software_agent: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    assertions: Sequence[Mapping[str, Any]] = (),
+    parent_label: str | None = None,
+) -> dict[str, Any]:
+    """The manifest definition deepaudit signs: one action with its digital source type.
+
+    With ``parent_label`` (an edit of an ingredient) the action list starts with
+    ``c2pa.opened`` of that ingredient, as C2PA requires, followed by ``action``.
+    """
+    act: dict[str, Any] = {"action": action}
+    dst = _dst_uri(digital_source_type)
+    if dst:
+        act["digitalSourceType"] = dst
+    act["softwareAgent"] = {"name": software_agent or f"deepaudit/{__version__}"}
+    if parameters:
+        act["parameters"] = dict(parameters)
+    actions = [act]
+    if parent_label is not None:
+        opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": [parent_label]}}
+        actions = [opened, act]
+    return {
+        "claim_generator_info": [{"name": "deepaudit", "version": __version__}],
+        "title": title,
+        "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}}, *assertions],
+    }
+
+
+def _mime_for(path: Path) -> str:
+    from deepaudit.media import sniff_format
+
+    guess = sniff_format(path)
+    mime = _SIGNABLE_MIME.get(guess.format or "")
+    if mime is None:
+        raise CredentialError(f"{path}: cannot embed a C2PA manifest in {guess.description}")
+    return mime
+
+
+def sign_file(
+    source: str | os.PathLike[str],
+    credentials: SigningCredentials,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    digital_source_type: str | None = "trainedAlgorithmicMedia",
+    action: str = "c2pa.created",
+    title: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    parent: str | os.PathLike[str] | None = None,
+    sidecar: bool = False,
+    remote_url: str | None = None,
+    manifest: Mapping[str, Any] | None = None,
+) -> Path:
+    """Sign ``source`` into ``dest`` (default: in place), atomically; returns the signed path.
+
+    ``parent`` adds that file as a ``parentOf`` ingredient (with its own manifest, if any)
+    and the action refers to it, as an edit should. ``sidecar`` writes the manifest store
+    to ``<dest>.c2pa`` beside the file and leaves the media bytes as they were;
+    ``remote_url`` additionally records where the store will be published.
+    """
+    c2pa = _c2pa()
+    src = Path(source)
+    out = Path(dest) if dest is not None else src
+    mime = _mime_for(src)
+    if manifest is None:
+        manifest = build_manifest(
+            title=title or out.name,
+            digital_source_type=digital_source_type,
+            action="c2pa.edited" if parent is not None and action == "c2pa.created" else action,
+            parameters=parameters,
+            parent_label="parent" if parent is not None else None,
+        )
+    ctx = _context(None, False)
+    try:
+        builder = c2pa.Builder(dict(manifest), context=ctx)
+        if parent is not None:
+            parent_path = Path(parent)
+            with parent_path.open("rb") as fh:
+                builder.add_ingredient(
+                    {"title": parent_path.name, "relationship": "parentOf", "label": "parent"},
+                    _mime_for(parent_path),
+                    fh,
+                )
+        if sidecar or remote_url:
+            builder.set_no_embed()
+        if remote_url:
+            builder.set_remote_url(remote_url)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w+b") as dst_fh, src.open("rb") as src_fh:
+                manifest_bytes = builder.sign(credentials.signer(), mime, src_fh, dst_fh)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except c2pa.C2paError as exc:
+        raise CredentialError(f"{src}: signing failed: {_one_line(exc)}") from exc
+    except OSError as exc:
+        raise CredentialError(f"{src}: signing failed: {exc}") from exc
+    if sidecar:
+        side = sidecar_path(out)
+        tmp_side = side.with_name(f".{side.name}.part")
+        tmp_side.write_bytes(manifest_bytes)
+        os.replace(tmp_side, side)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] or type(exc).__name__
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """Where a sidecar manifest store of ``path`` lives: the same name with ``.c2pa``."""
+    p = Path(path)
+    return p.with_suffix(".c2pa")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class C2paRead:
+    """What c2pa-rs found in one file, before any interpretation."""
+
+    path: str
+    status: ReadStatus
+    store: dict[str, Any] | None = None  # Reader.json(): manifests, validation_results, state
+    certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → cert info
+    embedded: bool | None = None
+    sidecar: str | None = None
+    remote_url: str | None = None
+    error: str | None = None  # "<Class>: <message>" when status is "error" or "remote"
+
+
+def read_file(
+    path: str | os.PathLike[str],
+    *,
+    context=None,
+    trust_anchors: str | os.PathLike[str] | None = None,
+    use_sidecar: bool = True,
+) -> C2paRead:
+    """Read and validate the manifest store of ``path`` (embedded, or a sidecar ``.c2pa``).
+
+    Never raises for the file's content; unreadable files are ``status="error"``.
+    """
+    c2pa = _c2pa()
+    p = Path(path)
+    ctx = context if context is not None else make_context(trust_anchors)
+    from deepaudit.media import sniff_format
+
+    try:
+        guess = sniff_format(p)
+    except OSError as exc:
+        return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {exc}")
+    except DeepauditError as exc:  # not media at all: nothing C2PA could be attached to
+        reason = getattr(exc, "reason", str(exc))
+        status: ReadStatus = "unreadable" if "permission" in reason.lower() else "unsupported"
+        return C2paRead(str(p), status, error=reason)
+    mime = _SIGNABLE_MIME.get(guess.format or "") or mimetypes.guess_type(p.name)[0]
+    if mime is None or not _reader_supports(mime):
+        return C2paRead(str(p), "unsupported", error=f"C2PA cannot read {guess.description}")
+    side = sidecar_path(p) if use_sidecar else None
+    manifest_data = None
+    if side is not None and side != p and side.is_file():
+        try:
+            manifest_data = side.read_bytes()
+        except OSError as exc:
+            return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
+    try:
+        with p.open("rb") as fh:
+            # c2pa pulls bytes through a Python callback in small reads: hand it memory
+            # when the file is small enough (half the time per file for photos).
+            size = os.fstat(fh.fileno()).st_size
+            stream = io.BytesIO(fh.read()) if size <= _IN_MEMORY_BYTES else fh
+            reader = c2pa.Reader.try_create(mime, stream, manifest_data, context=ctx)
+            if reader is None:
+                return C2paRead(str(p), "absent")
+            with reader:
+                store = json.loads(reader.json())
+                certs = _certificates(reader)
+                embedded = reader.is_embedded()
+                remote = reader.get_remote_url()
+    except c2pa.C2paError as exc:
+        message = _one_line(exc)
+        if message.startswith("Remote:"):
+            url = message.split(" url ", 1)[1].strip() if " url " in message else None
+            return C2paRead(str(p), "remote", remote_url=url, error=message)
+        if "ManifestNotFound" in type(exc).__name__:
+            return C2paRead(str(p), "absent")
+        if "NotSupported" in type(exc).__name__:
+            return C2paRead(str(p), "unsupported", error=message)
+        kind = type(exc).__name__.lstrip("_").removeprefix("C2pa") or "C2paError"
+        return C2paRead(str(p), "error", error=f"{kind}: {message}")
+    except OSError as exc:
+        return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    except ValueError as exc:
+        return C2paRead(str(p), "error", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    return C2paRead(
+        str(p),
+        "ok",
+        store=store,
+        certificates=certs,
+        embedded=embedded,
+        sidecar=str(side) if manifest_data is not None else None,
+        remote_url=remote,
+    )
+
+
+@functools.cache
+def _reader_mimes() -> frozenset[str]:
+    return frozenset(_c2pa().Reader.get_supported_mime_types())
+
+
+def _reader_supports(mime: str) -> bool:
+    return mime in _reader_mimes()
+
+
+def _certificates(reader) -> dict[str, dict[str, Any]]:
+    """Certificate subject/issuer/validity per manifest label (from the crJSON view)."""
+    try:
+        cr = json.loads(reader.crjson())
+    except Exception:  # older/newer c2pa without crjson, or a store it cannot render
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for m in cr.get("manifests", []) or []:
+        sig = m.get("signature") or {}
+        info = sig.get("certificateInfo") or {}
+        if m.get("label"):
+            out[m["label"]] = {
+                "algorithm": sig.get("algorithm"),
+                "subject": info.get("subject") or {},
+                "issuer": info.get("issuer") or {},
+                "serial_number": info.get("serialNumber"),
+                "not_before": (info.get("validity") or {}).get("notBefore"),
+                "not_after": (info.get("validity") or {}).get("notAfter"),
+                "timestamp": sig.get("timeStampInfo") or sig.get("timestamp"),
+            }
+    return out
+
+
+# --------------------------------------------------------------------------- demo/test certs
+
+
+def make_demo_credentials(
+    out_dir: str | os.PathLike[str],
+    *,
+    organization: str = "deepaudit demo",
+    valid_days: float = 365,
+    not_before: _dt.datetime | None = None,
+    key_type: Literal["ec", "rsa", "ed25519"] = "ec",
+    ca: tuple[Any, Any] | None = None,
+    name: str = "signer",
+) -> dict[str, Path]:
+    """Write a throwaway CA and an end-entity signing certificate (for demos and tests).
+
+    Returns paths ``ca`` (the trust anchor), ``chain`` (end-entity PEM) and ``key``.
+    The certificate has what c2pa-rs requires of a signer: v3, not a CA, digitalSignature,
+    an Authority Key Identifier and the emailProtection extended key usage. Never use
+    these for anything but demonstrations: the CA key is written beside them.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    start = not_before or now - _dt.timedelta(days=1)
+
+    def _name(cn: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            ]
+        )
+
+    def _usage(ca_: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca_,
+            crl_sign=ca_,
+            encipher_only=False,
+            decipher_only=False,
+        )
+
+    if ca is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(f"{organization} root CA"))
+            .issuer_name(_name(f"{organization} root CA"))
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(days=3650))
+            .not_valid_after(now + _dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_usage(True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+            .sign(ca_key, hashes.SHA256())
+        )
+    else:
+        ca_key, ca_cert = ca
+    if key_type == "ec":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif key_type == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif key_type == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"unknown key_type {key_type!r}")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{organization} {name}"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + _dt.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = {
+        "ca": out / "ca.pem",
+        "ca_key": out / "ca.key.pem",
+        "chain": out / f"{name}.pem",
+        "key": out / f"{name}.key.pem",
+    }
+    paths["ca"].write_bytes(ca_cert.public_bytes(pem))
+    paths["ca_key"].write_bytes(
+        ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    paths["chain"].write_bytes(cert.public_bytes(pem))
+    paths["key"].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def load_demo_ca(out_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """The (key, certificate) of a CA written by :func:`make_demo_credentials`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    out = Path(out_dir)
+    key = serialization.load_pem_private_key((out / "ca.key.pem").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+    return key, cert

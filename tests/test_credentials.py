@@ -1,0 +1,109 @@
+"""Signing material, signing and reading through c2pa-python, with certificates made here."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepaudit.credentials import (
+    CredentialError,
+    load_signing_credentials,
+    make_context,
+    make_demo_credentials,
+    read_file,
+    read_trust_anchors,
+    sidecar_path,
+    sign_file,
+)
+from deepaudit.media import write_image
+
+
+@pytest.mark.parametrize(
+    ("key_type", "alg"), [("ec", "es256"), ("rsa", "ps256"), ("ed25519", "ed25519")]
+)
+def test_every_key_type_signs_and_reads_back(tmp_path, photo, key_type, alg):
+    paths = make_demo_credentials(tmp_path / "c", key_type=key_type)
+    cred = load_signing_credentials(paths["chain"], paths["key"])
+    assert cred.alg == alg
+    src = write_image(tmp_path / "a.png", photo)
+    out = sign_file(src, cred, tmp_path / "signed.png")
+    read = read_file(out, trust_anchors=paths["ca"])
+    assert read.status == "ok"
+    assert read.store["validation_state"] == "Trusted"
+    label = read.store["active_manifest"]
+    assert read.certificates[label]["subject"]["O"] == "deepaudit demo"
+    assert read.embedded is True
+
+
+def test_mismatched_key_is_refused(tmp_path):
+    a = make_demo_credentials(tmp_path / "a")
+    b = make_demo_credentials(tmp_path / "b")
+    with pytest.raises(CredentialError, match="does not match"):
+        load_signing_credentials(a["chain"], b["key"])
+
+
+def test_ca_first_in_chain_is_refused(tmp_path):
+    a = make_demo_credentials(tmp_path / "a")
+    with pytest.raises(CredentialError, match="is a CA"):
+        load_signing_credentials(a["ca"], a["ca_key"])
+
+
+def test_not_pem_and_missing_files(tmp_path):
+    a = make_demo_credentials(tmp_path / "a")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("hello")
+    with pytest.raises(CredentialError, match="not a PEM certificate chain"):
+        load_signing_credentials(junk, a["key"])
+    with pytest.raises(CredentialError, match="not an unencrypted PEM private key"):
+        load_signing_credentials(a["chain"], junk)
+    with pytest.raises(CredentialError, match="cannot read"):
+        load_signing_credentials(tmp_path / "nope.pem", a["key"])
+
+
+def test_expired_certificate_is_refused_before_signing(tmp_path):
+    import datetime as dt
+
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=100)
+    a = make_demo_credentials(tmp_path / "a", not_before=old, valid_days=10)
+    with pytest.raises(CredentialError, match="not valid now"):
+        load_signing_credentials(a["chain"], a["key"])
+
+
+def test_unsupported_format_is_a_clear_error(tmp_path, photo, creds):
+    bmp = write_image(tmp_path / "a.bmp", photo)
+    with pytest.raises(CredentialError, match=r"a\.bmp: cannot embed a C2PA manifest in BMP"):
+        sign_file(bmp, creds["signing"], tmp_path / "b.bmp")
+
+
+def test_unknown_source_type_lists_valid_ones(tmp_path, photo, creds):
+    src = write_image(tmp_path / "a.png", photo)
+    with pytest.raises(CredentialError, match="trainedAlgorithmicMedia"):
+        sign_file(src, creds["signing"], digital_source_type="aiMade")
+
+
+def test_trust_anchor_file_and_folder(tmp_path, creds):
+    assert "BEGIN CERTIFICATE" in read_trust_anchors(creds["ca"])
+    assert "BEGIN CERTIFICATE" in read_trust_anchors(creds["ca"].parent)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CredentialError, match="no PEM certificate"):
+        read_trust_anchors(empty)
+    with pytest.raises(CredentialError, match="not found"):
+        make_context(tmp_path / "missing.pem")
+
+
+def test_sidecar_leaves_media_untouched(tmp_path, photo, creds):
+    src = write_image(tmp_path / "a.png", photo)
+    before = src.read_bytes()
+    out = sign_file(src, creds["signing"], tmp_path / "b.png", sidecar=True)
+    assert out.read_bytes() == before
+    assert sidecar_path(out).is_file()
+    read = read_file(out)
+    assert read.status == "ok" and read.sidecar == str(sidecar_path(out))
+    assert read_file(out, use_sidecar=False).status == "absent"
+
+
+def test_signing_in_place_is_atomic_and_leaves_no_temp_files(tmp_path, photo, creds):
+    src = write_image(tmp_path / "a.png", photo)
+    sign_file(src, creds["signing"])
+    assert read_file(src).status == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
