@@ -41,6 +41,11 @@ manifest_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(manifest_app, name="manifest")
+generators_app = typer.Typer(
+    help="The generator suite: list generators, train the diffusion models made here.",
+    no_args_is_help=True,
+)
+app.add_typer(generators_app, name="generators")
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -733,6 +738,159 @@ def _print_summary(m: Any, as_json: bool) -> None:
     for axis in ("by_label", "by_kind", "by_split", "by_source"):
         parts = ", ".join(f"{k} {v}" for k, v in s[axis].items())
         out.print(f"  {axis[3:]:<7} {parts}", markup=False)
+
+
+# --------------------------------------------------------------------------- generators
+
+
+@generators_app.command("list")
+def generators_list(
+    pattern: Annotated[str, typer.Argument(help="Glob over names, e.g. 'pixel-*'.")] = "*",
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered generators: name, family, image or video, what it is."""
+    from generators import generator_entry, list_generators
+
+    rows = []
+    for name in list_generators(pattern):
+        e = generator_entry(name)
+        rows.append(
+            {"name": name, "family": e.family, "kind": e.kind, "description": e.description}
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    out = _stdout()
+    for r in rows:
+        out.print(f"{r['name']:<18} {r['kind']:<6} {r['description']}", markup=False)
+
+
+@generators_app.command("train")
+def generators_train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (resumes).")],
+    family: Annotated[
+        str, typer.Option(help="pixel (DDPM in pixel space), latent (autoencoder + UNet), video.")
+    ] = "pixel",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real images: a manifest folder or a folder (default: built-in photos)."),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="Optimisation steps (the reproducible budget).")
+    ] = 1000,
+    minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes even if steps remain.")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Image side in pixels (multiple of 8).")] = 32,
+    channels: Annotated[
+        str | None, typer.Option(help="UNet widths, e.g. 32,64,64 (default by family).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
+    class_attribute: Annotated[
+        str | None, typer.Option(help="Train class-conditional on this manifest attribute.")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Video family: frames per clip.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for weights and data order.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    track: Annotated[bool, typer.Option(help="Record the run in mlflow.")] = True,
+) -> None:
+    """Train a small diffusion model on real photos (nothing is downloaded). Interrupt it
+    any time: rerunning the same command resumes from the last checkpoint."""
+    from deepaudit.tracking import Tracker
+
+    widths = tuple(int(c) for c in channels.split(",")) if channels else None
+    tracker = Tracker() if track else None
+    with _errors_to_exit(), _progress(f"training {family} diffusion") as update:
+
+        def progress(step: int, total: int, loss: float) -> None:
+            update(step, total)
+
+        if family == "video":
+            from generators.video import (
+                VideoTrainConfig,
+                load_training_clips,
+                train_video_diffusion,
+            )
+
+            cfg = VideoTrainConfig(
+                frames=frames,
+                image_size=size,
+                channels=widths or (16, 32),
+                steps=steps,
+                batch_size=min(batch_size, 8),
+                seed=seed,
+            )
+            clips = load_training_clips(data, frames=frames, size=size)
+            path = train_video_diffusion(
+                cfg,
+                out,
+                clips=clips,
+                device=device,
+                minutes=minutes,
+                tracker=tracker,
+                progress=progress,
+            )
+        elif family in ("pixel", "latent"):
+            from generators.training import TrainConfig, load_training_images, train_diffusion
+
+            cfg = TrainConfig(
+                family=family,
+                image_size=size,
+                steps=steps,
+                batch_size=batch_size,
+                seed=seed,
+                class_attribute=class_attribute,
+                **({"channels": widths} if widths else {}),
+            )
+            images = load_training_images(data, class_attribute=class_attribute)
+            path = train_diffusion(
+                cfg,
+                out,
+                data=images,
+                device=device,
+                minutes=minutes,
+                tracker=tracker,
+                progress=progress,
+            )
+        else:
+            _stderr().print(f"error: unknown family {family!r}; use pixel, latent or video")
+            raise typer.Exit(EXIT_USAGE)
+    meta = json.loads((path / "deepaudit.json").read_text())
+    _stdout().print(
+        f"model written to {path} ({meta['steps_done']} steps, {meta['seconds']} s on "
+        f'{meta["device"]}); sample it with e.g. generator = "{family}-ddim", model = "{path}"',
+        markup=False,
+    )
+
+
+@app.command()
+def generate(
+    suite: Annotated[Path, typer.Option("--suite", help="Suite spec (TOML).", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (resumes).")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
+    item with generator, sampler, seed, prompt and post-processing. Rerun to resume."""
+    from generators.suite import load_suite, run_suite
+
+    with _errors_to_exit():
+        spec = load_suite(suite)
+        with _progress("generating") as update:
+            report = run_suite(spec, out, device=device, progress=update)
+    data = report.to_json()
+    if as_json:
+        _print_json(data)
+    else:
+        _stdout().print(
+            f"{data['generated']} generated, {data['skipped']} already there, "
+            f"{len(data['failed'])} failed -> {out / 'manifest.jsonl'}",
+            markup=False,
+        )
+        for f in data["failed"][:10]:
+            _stderr().print(f"failed: {f['id']}: {f['error']}", markup=False)
+    if data["failed"]:
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 # --------------------------------------------------------------------------- env, runs

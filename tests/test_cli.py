@@ -220,3 +220,42 @@ def test_provenance_strict_flags_invalid(tmp_path, photo):
     assert runner.invoke(app, ["provenance", str(src)]).exit_code == 0
     result = runner.invoke(app, ["provenance", str(src), "--strict"])
     assert result.exit_code == 1 and "invalid" in result.stdout
+
+
+def test_generators_list_train_and_generate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    listed = runner.invoke(app, ["generators", "list", "pixel-*", "--json"])
+    assert listed.exit_code == 0
+    assert "pixel-ddim" in {r["name"] for r in json.loads(listed.stdout)}
+    trained = runner.invoke(
+        app,
+        [
+            "generators",
+            "train",
+            "--out",
+            "model",
+            "--steps",
+            "3",
+            "--channels",
+            "8,16",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--no-track",
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "model written to model (3 steps" in trained.stdout
+    (tmp_path / "suite.toml").write_text(
+        '[[generate]]\ngenerator = "pixel-euler"\nmodel = "model"\ncount = 3\n'
+        "options = { steps = 2 }\n"
+    )
+    gen = runner.invoke(app, ["generate", "--suite", "suite.toml", "--out", "data", "--json"])
+    assert gen.exit_code == 0, gen.output
+    assert json.loads(gen.stdout)["generated"] == 3
+    again = runner.invoke(app, ["generate", "--suite", "suite.toml", "--out", "data"])
+    assert "0 generated, 3 already there" in again.stdout
+    (tmp_path / "bad.toml").write_text('[[generate]]\ngenerator = "pixel-ddimm"\ncount = 1\n')
+    bad = runner.invoke(app, ["generate", "--suite", "bad.toml", "--out", "x"])
+    assert bad.exit_code == 1 and "unknown generator 'pixel-ddimm'" in bad.output

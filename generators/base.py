@@ -1,0 +1,52 @@
+"""What every generator takes and gives back: requests in, media + manifest metadata out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from deepaudit.manifest import GeneratorInfo
+
+__all__ = ["GeneratedItem", "GenerationRequest", "Generator"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One item to make. ``seed`` alone fixes the result for a given model and settings."""
+
+    seed: int
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    class_label: str | None = None  # for class-conditional models: a value of the attribute
+    init_image: np.ndarray | None = None  # img2img / inpaint / edit / upscale input (RGB uint8)
+    mask: np.ndarray | None = None  # inpainting: (H, W) uint8, 255 = repaint
+
+
+@dataclass
+class GeneratedItem:
+    """Pixels (H, W, 3) or frames (T, H, W, 3), uint8 RGB, with how they were made."""
+
+    pixels: np.ndarray
+    info: GeneratorInfo
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    fps: float | None = None
+    mask: np.ndarray | None = None  # the inpainting mask: ground truth for localisation
+    seconds: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return "video" if self.pixels.ndim == 4 else "image"
+
+
+class Generator(Protocol):
+    """A generator makes a batch of items; the suite handles files, manifest and resume."""
+
+    name: str
+    kind: str  # "image" | "video"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]: ...
+
+    def describe(self) -> dict[str, Any]: ...

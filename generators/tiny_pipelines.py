@@ -1,0 +1,133 @@
+"""Tiny diffusers pipelines with random weights, written to disk like a user's real weights.
+
+Tests, the demo and benchmarks use them to run the pretrained-pipeline code path
+(`generators.pretrained`) offline: the same ``from_pretrained`` loading, schedulers and
+output handling as Stable Diffusion, with models small enough to sample in a second on a
+CPU. Their outputs are noise-like; they exercise the plumbing, not image quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["write_tiny_pipeline"]
+
+Task = Literal["text2img", "img2img", "inpaint", "instruct", "text2video"]
+
+
+def _tokenizer(path: Path):
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    # transformers 5 has no slow CLIP tokenizer; a byte-level vocabulary with no merges works.
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {s: i for i, s in enumerate(alphabet)}
+    for s in alphabet:
+        vocab[s + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer.from_pretrained(path, model_max_length=77)
+
+
+def write_tiny_pipeline(task: Task, out_dir: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Build a tiny pipeline for ``task`` with random weights and ``save_pretrained`` it."""
+    import tempfile
+
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        TextToVideoSDPipeline,
+        UNet2DConditionModel,
+        UNet3DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from generators.pretrained import _quiet_hub_progress
+
+    _quiet_hub_progress()
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = _tokenizer(Path(tmp) / "tok")
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    common = {"vae": vae, "text_encoder": text, "tokenizer": tok, "scheduler": scheduler}
+    if task == "text2video":
+        unet3d = UNet3DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock3D", "CrossAttnDownBlock3D"),
+            up_block_types=("CrossAttnUpBlock3D", "UpBlock3D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=32,
+        )
+        pipe = TextToVideoSDPipeline(unet=unet3d, **common)
+    else:
+        in_ch = {"inpaint": 9, "instruct": 8}.get(task, 4)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=32,
+            in_channels=in_ch,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+        )
+        extra = {
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
+        cls = {
+            "text2img": StableDiffusionPipeline,
+            "img2img": StableDiffusionImg2ImgPipeline,
+            "inpaint": StableDiffusionInpaintPipeline,
+            "instruct": StableDiffusionInstructPix2PixPipeline,
+        }[task]
+        pipe = cls(unet=unet, **common, **extra)
+    pipe.save_pretrained(out)
+    return out

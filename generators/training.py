@@ -1,0 +1,498 @@
+"""Train small diffusion models here, on real photos, because no weights can be downloaded.
+
+Two architecturally different families, so cross-generator tests mean something:
+
+- ``pixel``: a DDPM in pixel space (diffusers ``UNet2DModel`` + ``DDPMScheduler``);
+- ``latent``: an ``AutoencoderKL`` trained first, then a UNet in its latent space (the
+  Stable Diffusion recipe, tiny).
+
+Both can be class-conditional on an attribute of the real images (``class_attribute``),
+so synthetic items can be made per group. Training samples random crops from an image
+pyramid of the real set, checkpoints every ``checkpoint_every`` steps and resumes from the
+checkpoint after an interruption (same config, same data → the same final weights as an
+uninterrupted run when stopped by steps, not minutes). The result is a diffusers pipeline
+folder (``DDPMPipeline`` / ``LDMPipeline``; loadable by diffusers itself) plus
+``deepaudit.json`` describing the model and its training data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from deepaudit.errors import DeepauditError
+
+__all__ = ["TrainConfig", "TrainingImages", "load_training_images", "train_diffusion"]
+
+logger = logging.getLogger(__name__)
+
+META_NAME = "deepaudit.json"
+Progress = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the weights (plus where and how fast they are computed)."""
+
+    family: Literal["pixel", "latent"] = "pixel"
+    image_size: int = 32
+    channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-4
+    seed: int = 0
+    train_timesteps: int = 1000
+    class_attribute: str | None = None
+    label_dropout: float = 0.1  # classifier-free guidance needs unconditional examples
+    ae_steps: int | None = None  # latent family: autoencoder steps (default steps // 2)
+    ae_channels: tuple[int, ...] = (32, 64)
+    latent_channels: int = 4
+    checkpoint_every: int = 200
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in ("pixel", "latent"):
+            raise ValueError(f"family must be 'pixel' or 'latent', got {self.family!r}")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (>= 8), got {self.image_size}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "ae_channels", tuple(int(c) for c in self.ae_channels))
+
+    @property
+    def autoencoder_steps(self) -> int:
+        if self.family != "latent":
+            return 0
+        return self.ae_steps if self.ae_steps is not None else max(1, self.steps // 2)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["ae_channels"] = list(self.ae_channels)
+        return d
+
+
+@dataclass
+class TrainingImages:
+    """Real images in memory (RGB uint8) and, for conditional training, their classes."""
+
+    images: list[np.ndarray]
+    labels: list[int | None]
+    classes: list[str] = field(default_factory=list)
+    source: str = "builtin"
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for lab in self.labels:
+            if lab is not None:
+                counts[self.classes[lab]] = counts.get(self.classes[lab], 0) + 1
+        return {"source": self.source, "images": len(self.images), "classes": counts}
+
+
+def load_training_images(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    class_attribute: str | None = None,
+    max_side: int = 512,
+) -> TrainingImages:
+    """Real images from a manifest folder, a plain folder, or (None) the built-in photos.
+
+    Images are downscaled so their long side is at most ``max_side`` (training crops are
+    small; keeping full-size photos in memory would only cost RAM).
+    """
+    from PIL import Image
+
+    def shrink(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        if max(h, w) <= max_side:
+            return img
+        s = max_side / max(h, w)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.LANCZOS))
+
+    if source is None:
+        if class_attribute:
+            raise DeepauditError(
+                f"class_attribute={class_attribute!r} needs real images with that attribute "
+                "(a manifest); the built-in photos have only 'scene'"
+            )
+        from deepaudit.photos import builtin_photos
+
+        imgs = [shrink(p.image) for p in builtin_photos()]
+        return TrainingImages(imgs, [None] * len(imgs), [], "builtin")
+
+    from deepaudit.manifest import MANIFEST_NAME, read_manifest
+    from deepaudit.media import read_image
+
+    root = Path(source)
+    images: list[np.ndarray] = []
+    raw_labels: list[str | None] = []
+    if (root / MANIFEST_NAME).is_file() or root.name == MANIFEST_NAME:
+        manifest = read_manifest(root)
+        items = [i for i in manifest.items if i.label == "real" and i.kind == "image"]
+        if not items:
+            raise DeepauditError(f"{manifest.path}: no real images to train on")
+        if class_attribute:
+            present = sorted({k for i in items for k in i.attributes})
+            if not any(class_attribute in i.attributes for i in items):
+                raise DeepauditError(
+                    f"{manifest.path}: no item has attribute {class_attribute!r}; "
+                    f"present: {', '.join(present) or 'none'}"
+                )
+        for item in items:
+            try:
+                images.append(shrink(read_image(manifest.resolve(item))))
+            except DeepauditError as exc:
+                logger.warning("skipping %s", exc)
+                continue
+            value = item.attributes.get(class_attribute) if class_attribute else None
+            raw_labels.append(None if value is None else str(value))
+    elif root.is_dir():
+        if class_attribute:
+            raise DeepauditError(f"{root}: class_attribute needs a manifest, not a plain folder")
+        from deepaudit.manifest_import import iter_files
+
+        for f in iter_files(root):
+            try:
+                images.append(shrink(read_image(f)))
+                raw_labels.append(None)
+            except DeepauditError as exc:
+                logger.warning("skipping %s", exc)
+    else:
+        raise DeepauditError(f"{root}: not a manifest folder or a folder of images")
+    if not images:
+        raise DeepauditError(f"{root}: no readable images to train on")
+    classes = sorted({lab for lab in raw_labels if lab is not None})
+    labels = [classes.index(lab) if lab is not None else None for lab in raw_labels]
+    return TrainingImages(images, labels, classes, str(root))
+
+
+class _CropSampler:
+    """Random square crops at several scales (an image pyramid), with horizontal flips."""
+
+    def __init__(self, data: TrainingImages, size: int, seed: int) -> None:
+        import torch
+        from PIL import Image
+
+        self.size = size
+        self.entries: list[tuple[Any, int]] = []  # (tensor 3×H×W uint8, label or -1)
+        for img, lab in zip(data.images, data.labels, strict=True):
+            h, w = img.shape[:2]
+            short = min(h, w)
+            scale = size / short
+            while scale <= 1.0 + 1e-9:
+                nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+                small = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.LANCZOS))
+                t = torch.from_numpy(np.array(small)).permute(2, 0, 1).contiguous()
+                self.entries.append((t, -1 if lab is None else int(lab)))
+                scale *= 1.5
+            if short < size:  # smaller than a crop: upscale once
+                up = size / short
+                nh, nw = max(size, round(h * up)), max(size, round(w * up))
+                small = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BICUBIC))
+                t = torch.from_numpy(np.array(small)).permute(2, 0, 1).contiguous()
+                self.entries.append((t, -1 if lab is None else int(lab)))
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[Any, Any]:
+        import torch
+
+        out = torch.empty((n, 3, self.size, self.size), dtype=torch.uint8)
+        labels = torch.empty(n, dtype=torch.long)
+        picks = self.rng.integers(0, len(self.entries), n)
+        for k, idx in enumerate(picks):
+            t, lab = self.entries[idx]
+            _, h, w = t.shape
+            y = int(self.rng.integers(0, h - self.size + 1))
+            x = int(self.rng.integers(0, w - self.size + 1))
+            crop = t[:, y : y + self.size, x : x + self.size]
+            out[k] = crop.flip(-1) if self.rng.random() < 0.5 else crop
+            labels[k] = lab
+        return out.float().div_(127.5).sub_(1.0), labels
+
+
+def _build_unet(cfg: TrainConfig, n_classes: int) -> Any:
+    from diffusers import UNet2DModel
+
+    latent = cfg.family == "latent"
+    size = cfg.image_size // 2 ** (len(cfg.ae_channels) - 1) if latent else cfg.image_size
+    depth = len(cfg.channels)
+    groups = math.gcd(8, *cfg.channels)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=cfg.latent_channels if latent else 3,
+        out_channels=cfg.latent_channels if latent else 3,
+        block_out_channels=cfg.channels,
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) * depth,
+        up_block_types=("UpBlock2D",) * depth,
+        norm_num_groups=groups,
+        # one extra embedding is the "no class" token used for classifier-free guidance
+        num_class_embeds=n_classes + 1 if n_classes else None,
+    )
+
+
+def _build_autoencoder(cfg: TrainConfig) -> Any:
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.ae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.ae_channels,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=math.gcd(8, *cfg.ae_channels),
+        sample_size=cfg.image_size,
+    )
+
+
+def _save_state(path: Path, module: Any) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".part")
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, module: Any) -> None:
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(path))
+
+
+def train_diffusion(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    data: TrainingImages | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    minutes: float | None = None,
+    tracker: Any = None,
+    progress: Progress | None = None,
+    resume: bool = True,
+) -> Path:
+    """Train a model per ``config`` into ``out_dir``; resume from its checkpoint if present.
+
+    ``minutes`` caps wall time (stopping early but still saving a usable model); use
+    ``config.steps`` alone when the result must be reproducible.
+    """
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    from deepaudit.devices import device_policy, seed_everything
+
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    data = data if data is not None else load_training_images()
+    if config.class_attribute and not data.classes:
+        raise DeepauditError(f"{data.source}: no item has a value for {config.class_attribute!r}")
+    policy = device_policy(device, precision=precision)
+    dev = policy.torch_device()
+    seed_everything(config.seed)
+
+    n_classes = len(data.classes) if config.class_attribute else 0
+    unet = _build_unet(config, n_classes).to(dev)
+    vae = _build_autoencoder(config).to(dev) if config.family == "latent" else None
+    noise_sched = DDPMScheduler(num_train_timesteps=config.train_timesteps)
+    state: dict[str, Any] = {"step": 0, "latent_scale": None}
+    sampler = _CropSampler(data, config.image_size, config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    ae_total = config.autoencoder_steps
+    total = ae_total + config.steps
+    opt_ae = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.lr)
+
+    old = ckpt.with_name(ckpt.name + ".old")
+    if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
+        os.replace(old, ckpt)
+    if ckpt.is_dir() and resume:
+        saved = json.loads((ckpt / "config.json").read_text())
+        if saved != config.to_json():
+            raise DeepauditError(
+                f"{ckpt}: checkpoint was made with another config; use a new --out or "
+                "delete the checkpoint folder"
+            )
+        saved_classes = json.loads((ckpt / "classes.json").read_text())
+        if saved_classes and saved_classes != data.classes:
+            raise DeepauditError(f"{ckpt}: checkpoint classes differ from the data's")
+        _load_state(ckpt / "unet.safetensors", unet)
+        if vae is not None:
+            _load_state(ckpt / "vae.safetensors", vae)
+        blob = torch.load(ckpt / "state.pt", weights_only=True)  # no pickle from disk
+        opt.load_state_dict(blob["opt"])
+        if opt_ae is not None and blob.get("opt_ae"):
+            opt_ae.load_state_dict(blob["opt_ae"])
+        gen.set_state(blob["torch_rng"])
+        torch.set_rng_state(blob["torch_global_rng"])
+        progress_state = json.loads((ckpt / "progress.json").read_text())
+        state = progress_state["state"]
+        sampler.rng.bit_generator.state = progress_state["numpy_rng"]
+        logger.info("resuming %s at step %d of %d", out, state["step"], total)
+    elif (out / META_NAME).is_file():
+        raise DeepauditError(f"{out}: already holds a trained model; choose another --out")
+
+    run = None
+    if tracker is not None:
+        run_cm = tracker.start_run(
+            f"train-{config.family}-diffusion", tags={"task": "train-generator"}
+        )
+        run = run_cm.__enter__()
+        run.log_params({**config.to_json(), "device": policy.device, **data.summary()})
+    started = time.monotonic()
+    loss_val = float("nan")
+    status_exc: BaseException | None = None
+    try:
+        while state["step"] < total:
+            if minutes is not None and time.monotonic() - started > minutes * 60:
+                logger.info("time budget reached at step %d", state["step"])
+                break
+            x, labels = sampler.batch(config.batch_size)
+            x = x.to(dev)
+            step = state["step"]
+            if step < ae_total:  # stage 1: the autoencoder
+                vae.train()
+                with policy.autocast():
+                    post = vae.encode(x).latent_dist
+                    z = post.sample(generator=None)
+                    rec = vae.decode(z).sample
+                    loss = F.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
+                opt_ae.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_ae.step()
+            else:
+                if vae is not None:
+                    vae.eval()
+                    with torch.no_grad():
+                        z = vae.encode(x).latent_dist.mode()
+                        if state["latent_scale"] is None:
+                            state["latent_scale"] = float(1.0 / z.flatten().std().clamp_min(1e-3))
+                        x = z * state["latent_scale"]
+                noise = torch.randn(x.shape, generator=gen).to(dev)
+                t = torch.randint(0, config.train_timesteps, (x.shape[0],), generator=gen).to(dev)
+                noisy = noise_sched.add_noise(x, noise, t)
+                class_labels = None
+                if n_classes:
+                    labels = labels.clone()
+                    drop = torch.rand(labels.shape, generator=gen) < config.label_dropout
+                    labels[(labels < 0) | drop] = n_classes  # the "no class" token
+                    class_labels = labels.to(dev)
+                unet.train()
+                with policy.autocast():
+                    pred = unet(noisy, t, class_labels=class_labels).sample
+                loss = F.mse_loss(pred.float(), noise)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            state["step"] += 1
+            loss_val = float(loss.detach())
+            if not math.isfinite(loss_val):
+                raise DeepauditError(f"{out}: training diverged (loss {loss_val}) at step {step}")
+            if progress is not None:
+                progress(state["step"], total, loss_val)
+            if run is not None and (state["step"] % 20 == 0 or state["step"] == total):
+                key = "ae_loss" if step < ae_total else "loss"
+                run.log_metrics({key: loss_val}, step=state["step"])
+            if state["step"] % config.checkpoint_every == 0 and state["step"] < total:
+                _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen)
+        if vae is not None and state["latent_scale"] is None:
+            raise DeepauditError(f"{out}: stopped before the latent UNet started; give more time")
+        final = _export(
+            out, config, data, unet, vae, state, policy.device, time.monotonic() - started
+        )
+        if ckpt.is_dir():
+            shutil.rmtree(ckpt)
+        if run is not None:
+            run.log_metrics({"final_loss": loss_val, "steps_done": state["step"]})
+            run.log_artifact(final / META_NAME)
+        return final
+    except BaseException as exc:
+        status_exc = exc
+        if state["step"] > 0 and not isinstance(exc, DeepauditError):
+            _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen)
+        raise
+    finally:
+        if run is not None:
+            if status_exc is None:
+                run_cm.__exit__(None, None, None)
+            else:
+                run_cm.__exit__(type(status_exc), status_exc, status_exc.__traceback__)
+
+
+def _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen) -> None:
+    """Write a complete checkpoint beside the old one, then swap folders (never half a one)."""
+    import torch
+
+    tmp = ckpt.with_name(ckpt.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _save_state(tmp / "unet.safetensors", unet)
+    if vae is not None:
+        _save_state(tmp / "vae.safetensors", vae)
+    blob = {
+        "opt": opt.state_dict(),
+        "opt_ae": opt_ae.state_dict() if opt_ae is not None else None,
+        "torch_rng": gen.get_state(),
+        "torch_global_rng": torch.get_rng_state(),
+    }
+    torch.save(blob, tmp / "state.pt")
+    progress = {"state": dict(state), "numpy_rng": sampler.rng.bit_generator.state}
+    (tmp / "progress.json").write_text(json.dumps(progress))
+    (tmp / "config.json").write_text(json.dumps(config.to_json()))
+    (tmp / "classes.json").write_text(json.dumps(data.classes))
+    old = ckpt.with_name(ckpt.name + ".old")
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _export(out: Path, config, data, unet, vae, state, device: str, seconds: float) -> Path:
+    from diffusers import DDPMPipeline, DDPMScheduler, LDMPipeline
+
+    out.mkdir(parents=True, exist_ok=True)
+    sched = DDPMScheduler(num_train_timesteps=config.train_timesteps)
+    unet = unet.to("cpu").eval()
+    if vae is None:
+        DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(out)
+    else:
+        LDMPipeline(vqvae=vae.to("cpu").eval(), unet=unet, scheduler=sched).save_pretrained(out)
+    meta = {
+        "format": "deepaudit-diffusion/1",
+        "name": config.name or out.name,
+        "family": config.family,
+        "image_size": config.image_size,
+        "classes": data.classes if config.class_attribute else [],
+        "class_attribute": config.class_attribute,
+        "latent_scale": state["latent_scale"],
+        "steps_done": state["step"],
+        "config": config.to_json(),
+        "training_data": data.summary(),
+        "device": device,
+        "seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in unet.parameters()),
+    }
+    (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def classes_of(model_dir: str | os.PathLike[str]) -> Sequence[str]:
+    return json.loads((Path(model_dir) / META_NAME).read_text()).get("classes", [])
