@@ -42,7 +42,9 @@ def run(*, quick: bool = False, device: str = "cpu") -> dict:
                 for start in range(0, n, batch):
                     b = min(batch, n - start)
                     gens = [torch.Generator().manual_seed(start + i) for i in range(b)]
-                    x = torch.stack([torch.randn((3, 32, 32), generator=g) for g in gens]).to(device)
+                    x = torch.stack([torch.randn((3, 32, 32), generator=g) for g in gens]).to(
+                        device
+                    )
                     sched = make_scheduler("ddim", m.scheduler_config)
                     sched.set_timesteps(steps, device=device)
                     for ts in sched.timesteps:
@@ -56,7 +58,8 @@ def run(*, quick: bool = False, device: str = "cpu") -> dict:
         spec_path = root / "suite.toml"
         spec_path.write_text(
             f'[suite]\nbatch_size = {batch}\n[[generate]]\ngenerator = "pixel-ddim"\n'
-            f'model = "{model}"\ncount = {n}\noptions = {{ steps = {steps}, batch_size = {batch} }}\n'
+            f'model = "{model}"\ncount = {n}\n'
+            f"options = {{ steps = {steps}, batch_size = {batch} }}\n"
         )
         spec = load_suite(spec_path)
         run_suite(spec, root / "warm", device=device)

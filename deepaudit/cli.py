@@ -46,6 +46,8 @@ generators_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(generators_app, name="generators")
+detectors_app = typer.Typer(help="Detector models: list what can be trained.", no_args_is_help=True)
+app.add_typer(detectors_app, name="detectors")
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -891,6 +893,189 @@ def generate(
             _stderr().print(f"failed: {f['id']}: {f['error']}", markup=False)
     if data["failed"]:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, true, null)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not key=value")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@detectors_app.command("list")
+def detectors_list(as_json: JsonOpt = False) -> None:
+    """Registered detectors and what each one is."""
+    import inspect as _inspect
+
+    from detectors._registry import detector_class, list_detectors
+
+    rows = []
+    for name in list_detectors():
+        cls = detector_class(name)
+        doc = (_inspect.getdoc(cls) or "").splitlines()[0]
+        rows.append({"name": name, "kind": cls.kind, "description": doc})
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        _stdout().print(f"{r['name']:<15} {r['kind']:<6} {r['description']}", markup=False)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Option("--data", help="Manifest folder with real + synthetic.", exists=True)
+    ],
+    detector: Annotated[
+        str, typer.Option("--detector", help="Registry name: see `detectors list`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Detector folder to write (resumes).")],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Detector option key=value, e.g. --set model=resnet50 --set epochs=20."
+        ),
+    ] = None,
+    input_size: Annotated[int, typer.Option(help="Crop side the detector sees.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    target_fpr: Annotated[
+        float, typer.Option(help="Calibrate the threshold to this FPR on val.")
+    ] = 0.05,
+    register: Annotated[
+        str | None, typer.Option(help="Register the detector in mlflow under this model name.")
+    ] = None,
+    track: Annotated[bool, typer.Option(help="Record the run in mlflow.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a detector on a manifest (train split; threshold calibrated on val; metrics on
+    test) and save it as a folder (config.json + weights). Rerun to resume after a kill."""
+    from deepaudit.tracking import Tracker
+    from detectors import create_detector
+    from detectors.data import load_items
+    from detectors.train import train_detector
+
+    opts = _parse_options(option)
+    with _errors_to_exit():
+        items = load_items(data)
+        if not {i.split for i in items} - {"train"}:
+            _stderr().print(
+                "note: no val/test split in the manifest; run `deepaudit manifest split` "
+                "for calibrated thresholds and test metrics",
+                markup=False,
+            )
+        cfg = {"input_size": input_size, **opts}
+        if detector in ("timm", "npr", "probe", "reconstruction"):
+            cfg.setdefault("device", device)
+        det = create_detector(detector, **cfg)
+        with _progress(f"training {detector}") as update:
+            metrics = train_detector(
+                det,
+                items,
+                out,
+                target_fpr=target_fpr,
+                tracker=Tracker() if track else None,
+                register_as=register,
+                progress=update,
+            )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
+    if as_json:
+        _print_json({"detector": str(out), "threshold": det.threshold, "metrics": metrics})
+        return
+    o = _stdout()
+    o.print(
+        f"detector written to {out} (threshold {det.threshold:.4f} for FPR {target_fpr:g})",
+        markup=False,
+    )
+    for split, m in metrics.items():
+        if isinstance(m, dict):
+            lo, hi = m["ci95"].get("auc", [None, None])
+            o.print(
+                f"  {split}: AUC {m['auc']} [{lo}, {hi}]  AP {m['ap']}  EER {m['eer']}  "
+                f"acc {m['accuracy']}  TPR@5%FPR {m['tpr_at_fpr_5']}",
+                markup=False,
+            )
+
+
+@app.command()
+def evaluate(
+    detector: Annotated[
+        Path, typer.Option("--detector", help="Trained detector folder.", exists=True)
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Manifest folder.", exists=True)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for metrics.json, predictions.jsonl, plots.")
+    ],
+    split: Annotated[
+        str, typer.Option(help="Which split to score: test, val, train or all.")
+    ] = "test",
+    robustness: Annotated[
+        bool, typer.Option(help="Robustness sweep (JPEG, resize, blur, noise).")
+    ] = True,
+    cross_generator: Annotated[
+        bool, typer.Option(help="Also train one detector per generator and test on each.")
+    ] = False,
+    track: Annotated[bool, typer.Option(help="Record the evaluation in mlflow.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a detector: overall and per-generator metrics with 95% CIs, robustness,
+    a format-shortcut check, predictions.jsonl (for the fairness audit) and plots."""
+    from deepaudit.tracking import Tracker
+    from detectors import load_detector
+    from detectors.data import load_items
+    from detectors.evaluate import DEFAULT_ROBUSTNESS, evaluate_detector
+
+    with _errors_to_exit():
+        det = load_detector(detector)
+        items = load_items(data, kinds=("image", "video") if det.kind == "video" else ("image",))
+        chosen = items if split == "all" else items.split(split)
+        if not len(chosen):
+            raise typer.BadParameter(f"no items in split {split!r} of {data}")
+        with _progress("evaluating") as update:
+            result = evaluate_detector(
+                det,
+                chosen,
+                out,
+                robustness=DEFAULT_ROBUSTNESS if robustness else (),
+                tracker=Tracker() if track else None,
+                progress=update,
+            )
+            if cross_generator:
+                from detectors.evaluate import cross_generator as cross
+
+                result["cross_generator"] = cross(det.name, dict(det.params()), items, out)
+    if as_json:
+        _print_json(result)
+        return
+    o = _stdout()
+    ov = result["overall"]
+    o.print(
+        f"{len(chosen)} items: AUC {ov['auc']} AP {ov['ap']} EER {ov['eer']} "
+        f"acc {ov['accuracy']} (threshold {result['threshold']:.4f})",
+        markup=False,
+    )
+    for g, m in result["per_generator"].items():
+        o.print(f"  {g}: AUC {m['auc']} TPR@5%FPR {m['tpr_at_fpr_5']}", markup=False)
+    for p, m in result.get("robustness", {}).items():
+        o.print(f"  {p}: AUC {m['auc']}", markup=False)
+    fs = result.get("format_shortcut")
+    if fs and fs["shortcut_suspected"]:
+        o.print(
+            f"  warning: AUC drops by {fs['auc_drop']:.3f} when every file is re-encoded "
+            "as JPEG: the detector may be reading the file format",
+            markup=False,
+        )
+    o.print(f"written: {out / 'metrics.json'}, {out / 'predictions.jsonl'}, plots", markup=False)
 
 
 # --------------------------------------------------------------------------- env, runs

@@ -9,6 +9,7 @@ library code and user code cannot step on each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -139,6 +140,17 @@ class TrackedRun:
             self._client.log_artifacts(self.run_id, str(p), artifact_path)
         else:
             self._client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def register_model(self, name: str, artifact_path: str) -> str:
+        """Register the run's artifact folder as a new version of model ``name``; its version."""
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already registered: add a version
+            self._client.create_registered_model(name)
+        run = self._client.get_run(self.run_id)
+        source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
+        version = self._client.create_model_version(name, source, run_id=self.run_id)
+        return str(version.version)
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         """Store a JSON document as an artifact file ``name``."""

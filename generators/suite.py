@@ -54,9 +54,18 @@ logger = logging.getLogger(__name__)
 
 _SUITE_KEYS = {"name", "seed", "format", "jpeg_quality", "batch_size", "post", "watermark", "sign"}
 _ENTRY_KEYS = {
-    "generator", "model", "count", "name", "seed", "classes", "prompts", "negative_prompt",
-    "init_from", "post", "options",
-}  # fmt: skip
+    "generator",
+    "model",
+    "count",
+    "name",
+    "seed",
+    "classes",
+    "prompts",
+    "negative_prompt",
+    "init_from",
+    "post",
+    "options",
+}
 _FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 

@@ -48,3 +48,50 @@ def creds(tmp_path_factory):
 
     paths = make_demo_credentials(tmp_path_factory.mktemp("certs"), organization="Test Org")
     return {**paths, "signing": load_signing_credentials(paths["chain"], paths["key"])}
+
+
+@pytest.fixture(scope="session")
+def pixel_model(tmp_path_factory):
+    """A pixel DDPM trained for 6 steps: its samples are easy to tell from photos."""
+    from generators.training import TrainConfig, train_diffusion
+
+    cfg = TrainConfig(family="pixel", channels=(16, 32), steps=6, batch_size=8, checkpoint_every=3)
+    return train_diffusion(cfg, tmp_path_factory.mktemp("m") / "pixel", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def detector_data(tmp_path_factory, pixel_model):
+    """A split manifest: 64 real 32² photo crops and 64 pixel-DDPM samples (two samplers)."""
+    from deepaudit.manifest import ManifestItem, ManifestWriter, read_manifest
+    from deepaudit.media import file_sha256, write_image
+    from generators.suite import load_suite, run_suite
+    from generators.training import _CropSampler, load_training_images
+
+    root = tmp_path_factory.mktemp("detdata")
+    x, _ = _CropSampler(load_training_images(None), 32, seed=99).batch(64)
+    crops = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    with ManifestWriter(root) as w:
+        for i, im in enumerate(crops):
+            p = write_image(root / "real" / f"{i:03d}.png", im)
+            w.write(
+                ManifestItem(
+                    id=f"real/{i:03d}",
+                    path=p.relative_to(root).as_posix(),
+                    sha256=file_sha256(p),
+                    kind="image",
+                    label="real",
+                    source="photos",
+                    attributes={"group": "ab"[i % 2]},
+                )
+            )
+    spec = root / "suite.toml"
+    spec.write_text(
+        f'[suite]\nbatch_size = 32\n[[generate]]\ngenerator = "pixel-ddim"\n'
+        f'model = "{pixel_model}"\n'
+        'count = 32\noptions = { steps = 4 }\n[[generate]]\ngenerator = "pixel-euler"\n'
+        f'model = "{pixel_model}"\ncount = 32\noptions = {{ steps = 4 }}\n'
+    )
+    run_suite(load_suite(spec), root, device="cpu")
+    m = read_manifest(root).with_splits(ratios=(0.6, 0.2, 0.2), overwrite=True)
+    m.write()
+    return root

@@ -6,14 +6,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def pixel_model(tmp_path_factory):
-    from generators.training import TrainConfig, train_diffusion
-
-    cfg = TrainConfig(family="pixel", channels=(16, 32), steps=6, batch_size=8, checkpoint_every=3)
-    return train_diffusion(cfg, tmp_path_factory.mktemp("m") / "pixel", device="cpu")
-
-
-@pytest.fixture(scope="session")
 def latent_model(tmp_path_factory):
     from generators.training import TrainConfig, train_diffusion
 

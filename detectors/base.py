@@ -1,0 +1,157 @@
+"""The detector contract: ``fit``, ``predict_proba``, ``save_pretrained`` / ``from_pretrained``.
+
+A trained detector is a folder: ``config.json`` (registry name, parameters, input size,
+threshold, normalisation, training data summary, metrics) and weights in safetensors or
+JSON — nothing that needs unpickling, so a detector folder from someone else is safe to load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors._registry import CONFIG_NAME
+
+__all__ = ["Detector", "LinearHead"]
+
+
+class Detector:
+    """Base class. Subclasses set ``name`` (via the registry) and implement the hooks."""
+
+    name: str = ""
+    kind: str = "image"
+
+    def __init__(self, *, input_size: int = 32, threshold: float = 0.5, seed: int = 0) -> None:
+        self.input_size = int(input_size)
+        self.threshold = float(threshold)
+        self.seed = int(seed)
+        self.training_summary: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this detector (saved in config.json)."""
+        return {"input_size": self.input_size, "seed": self.seed}
+
+    def fit(self, train: Any, val: Any = None, **kwargs: Any) -> Detector:
+        raise NotImplementedError
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """P(synthetic) per image (RGB uint8 arrays of any size)."""
+        raise NotImplementedError
+
+    def _save_weights(self, root: Path) -> None:
+        raise NotImplementedError
+
+    def _load_weights(self, root: Path) -> None:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return (self.predict_proba(images) >= self.threshold).astype(np.int64)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "format": "deepaudit-detector/1",
+            "detector": self.name,
+            "kind": self.kind,
+            "params": self.params(),
+            "input_size": self.input_size,
+            "threshold": self.threshold,
+            "training": self.training_summary,
+            "metrics": self.metrics,
+        }
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self._save_weights(root)
+        tmp = root / (CONFIG_NAME + ".part")
+        tmp.write_text(json.dumps(self.config(), indent=2, default=_json_default) + "\n")
+        os.replace(tmp, root / CONFIG_NAME)
+        return root
+
+    @classmethod
+    def from_pretrained(cls, root: Path, config: dict[str, Any], **overrides: Any) -> Detector:
+        from deepaudit.errors import DeepauditError
+
+        params = {**config.get("params", {}), **overrides}
+        try:
+            det = cls(**params)
+        except TypeError as exc:
+            raise DeepauditError(
+                f"{root}: config does not fit detector {cls.name!r}: {exc}"
+            ) from None
+        det.threshold = float(config.get("threshold", 0.5))
+        det.training_summary = config.get("training", {})
+        det.metrics = config.get("metrics", {})
+        try:
+            det._load_weights(root)
+        except Exception as exc:  # safetensors, torch and JSON each raise their own types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise DeepauditError(f"{root}: weights do not load into {cls.name!r}: {first}") from exc
+        return det
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class LinearHead:
+    """Standardise + logistic regression, stored as plain numbers (no pickle)."""
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.c = c
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float = 0.0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int = 0) -> LinearHead:
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(x, dtype=np.float64)
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = x.std(axis=0)
+        self.scale_[self.scale_ < 1e-12] = 1.0
+        lr = LogisticRegression(C=self.c, max_iter=2000, random_state=seed)
+        lr.fit((x - self.mean_) / self.scale_, y)
+        self.coef_ = lr.coef_.ravel().astype(np.float64)
+        self.intercept_ = float(lr.intercept_[0])
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = ((np.asarray(x, np.float64) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "c": self.c,
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+            "coef": self.coef_.tolist(),
+            "intercept": self.intercept_,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LinearHead:
+        h = cls(float(d["c"]))
+        h.mean_ = np.asarray(d["mean"], np.float64)
+        h.scale_ = np.asarray(d["scale"], np.float64)
+        h.coef_ = np.asarray(d["coef"], np.float64)
+        h.intercept_ = float(d["intercept"])
+        if not (h.mean_.shape == h.scale_.shape == h.coef_.shape) or not math.isfinite(
+            h.intercept_
+        ):
+            raise ValueError("linear head arrays disagree in shape")
+        return h

@@ -1,0 +1,212 @@
+"""Labelled items from a manifest, crops for detectors, and a torch Dataset for training.
+
+Every detector sees the same input: an RGB uint8 square of ``input_size`` cut from the
+image — centred at test time, random (plus flips and optional blur/JPEG augmentation in
+the CNNDetection style) in training. Images smaller than the crop are upscaled first.
+Cropping instead of resizing keeps the high-frequency traces that generators leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepaudit.errors import DeepauditError
+
+__all__ = ["ItemSet", "LabeledItem", "crop", "load_items"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabeledItem:
+    id: str
+    path: Path
+    label: int  # 1 synthetic, 0 real
+    kind: str = "image"
+    source: str = ""
+    generator: str | None = None  # sampler-level name for grids, e.g. "pixel-ddim"
+    split: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ItemSet:
+    items: list[LabeledItem]
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[LabeledItem]:
+        return iter(self.items)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([i.label for i in self.items], dtype=np.int64)
+
+    def split(self, name: str) -> ItemSet:
+        return ItemSet([i for i in self.items if i.split == name], self.root)
+
+    def where(self, **kw: Any) -> ItemSet:
+        return ItemSet(
+            [i for i in self.items if all(getattr(i, k) == v for k, v in kw.items())], self.root
+        )
+
+    def summary(self) -> dict[str, Any]:
+        gens: dict[str, int] = {}
+        for i in self.items:
+            key = i.generator or ("real" if i.label == 0 else i.source)
+            gens[key] = gens.get(key, 0) + 1
+        return {
+            "items": len(self.items),
+            "real": int((self.labels == 0).sum()),
+            "synthetic": int((self.labels == 1).sum()),
+            "sources": gens,
+            "root": str(self.root) if self.root else None,
+        }
+
+    def require_both_classes(self, what: str) -> None:
+        y = self.labels
+        if not len(y):
+            raise DeepauditError(f"{self.root}: the {what} set is empty")
+        if y.min() == y.max():
+            only = "real" if y[0] == 0 else "synthetic"
+            raise DeepauditError(
+                f"{self.root}: the {what} set has only {only} items ({len(y)}); "
+                "a detector needs both real and synthetic"
+            )
+
+
+def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("image",)) -> ItemSet:
+    """Items of a manifest folder with labels; missing split means 'train'."""
+    from deepaudit.manifest import read_manifest
+
+    m = read_manifest(manifest)
+    out = []
+    for it in m.items:
+        if it.kind not in kinds:
+            continue
+        gen = None
+        if it.label == "synthetic":
+            gen = it.source
+        out.append(
+            LabeledItem(
+                id=it.id,
+                path=m.resolve(it),
+                label=1 if it.label == "synthetic" else 0,
+                kind=it.kind,
+                source=it.source,
+                generator=gen,
+                split=it.split or "train",
+                attributes=dict(it.attributes),
+            )
+        )
+    return ItemSet(out, Path(m.path).parent if Path(m.path).is_file() else Path(manifest))
+
+
+def crop(image: np.ndarray, size: int, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A ``size``² crop: centred, or random (with a random flip) when ``rng`` is given."""
+    from PIL import Image
+
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    h, w = image.shape[:2]
+    if min(h, w) < size:
+        s = size / min(h, w)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
+        h, w = image.shape[:2]
+    if rng is None:
+        y, x = (h - size) // 2, (w - size) // 2
+        return np.ascontiguousarray(image[y : y + size, x : x + size])
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    out = image[y : y + size, x : x + size]
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def augment(
+    image: np.ndarray, rng: np.random.Generator, *, blur_p: float, jpeg_p: float
+) -> np.ndarray:
+    """CNNDetection-style: Gaussian blur σ∈[0,3] with probability ``blur_p``, JPEG q∈[30,100]."""
+    from deepaudit.perturb import Perturbation
+
+    if blur_p and rng.random() < blur_p:
+        image = Perturbation("blur", float(rng.uniform(0.1, 3.0))).apply(image)
+    if jpeg_p and rng.random() < jpeg_p:
+        image = Perturbation("jpeg", float(int(rng.integers(30, 101)))).apply(image)
+    return image
+
+
+def read_for_detector(item: LabeledItem, *, frame: int | None = None) -> np.ndarray:
+    """Decode an item's pixels: the image, or one frame (middle by default) of a video."""
+    from deepaudit.media import read_image, read_video
+
+    if item.kind == "video":
+        if frame is None:
+            return read_video(item.path, num_frames=1).frames[0]
+        return read_video(item.path).frames[frame]
+    return read_image(item.path)
+
+
+class CropDataset:
+    """A torch-style Dataset of (uint8 CHW crop, label); broken files are skipped and counted."""
+
+    def __init__(
+        self,
+        items: ItemSet,
+        size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        blur_p: float = 0.0,
+        jpeg_p: float = 0.0,
+        perturb: Any = None,
+    ) -> None:
+        self.items = items.items
+        self.size = size
+        self.train = train
+        self.seed = seed
+        self.blur_p, self.jpeg_p = blur_p, jpeg_p
+        self.perturb = perturb
+        self.epoch = 0
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> tuple[Any, int, int]:
+        import torch
+
+        item = self.items[idx]
+        img = self._cache.get(idx)
+        if img is None:
+            try:
+                img = read_for_detector(item)
+            except DeepauditError as exc:
+                logger.warning("skipping %s", exc)
+                blank = torch.zeros((3, self.size, self.size), dtype=torch.uint8)
+                return blank, item.label, 0  # valid=0: the trainer drops it
+            if img.shape[0] * img.shape[1] <= 1 << 20:  # keep small images decoded
+                self._cache[idx] = img
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, idx))
+            img = augment(
+                crop(img, self.size, rng=rng), rng, blur_p=self.blur_p, jpeg_p=self.jpeg_p
+            )
+            img = crop(img, self.size)  # augmentation may not change size, but be sure
+        else:
+            img = crop(img, self.size)
+            if self.perturb is not None:
+                img = crop(self.perturb(img), self.size)
+        t = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+        return t, item.label, 1

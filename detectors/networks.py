@@ -1,0 +1,193 @@
+"""Detectors that are neural networks trained end to end: timm classifiers and NPR.
+
+- ``timm``: any timm model name (``resnet10t`` by default, fast on a CPU; resnet50,
+  efficientnet_b0 or xception41 on a GPU), optionally starting from a local checkpoint,
+  trained with CNNDetection-style blur + JPEG augmentation (Wang et al. 2020).
+- ``npr``: Neighbouring Pixel Relationships (Tan et al., CVPR 2024): the residual between
+  an image and its 2× nearest down-up-sampled copy exposes the local correlations that
+  generators' upsampling layers leave; a timm backbone classifies that residual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepaudit.errors import DeepauditError, DependencyError
+from detectors._registry import register_detector
+from detectors.base import Detector
+from detectors.data import ItemSet, crop
+
+__all__ = ["NPRDetector", "TimmDetector"]
+
+
+def _net_module(backbone: str, weights: str | None, npr: bool, seed: int) -> Any:
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 1}
+    if weights:
+        if not Path(weights).is_file():
+            raise DependencyError(f"{weights}: pretrained weights not found")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+    try:
+        model = timm.create_model(backbone, **kwargs)
+    except RuntimeError as exc:  # unknown model name
+        raise ValueError(f"timm has no model {backbone!r} ({exc})") from None
+    cfg = model.pretrained_cfg
+    mean = cfg.get("mean", (0.485, 0.456, 0.406))
+    std = cfg.get("std", (0.229, 0.224, 0.225))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+            self.register_buffer(
+                "mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False
+            )
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+
+        def forward(self, x: Any) -> Any:  # uint8 NCHW
+            x = (x.float() - self.mean) / self.std
+            if npr:
+                down = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="nearest")
+                x = (
+                    x - torch.nn.functional.interpolate(down, scale_factor=2.0, mode="nearest")
+                ) * 4
+            return self.net(x)
+
+    return Wrapped()
+
+
+class _NetworkDetector(Detector):
+    npr = False
+
+    def __init__(
+        self,
+        *,
+        model: str = "resnet10t",
+        weights: str | None = None,
+        epochs: int = 10,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        patience: int = 3,
+        blur_p: float = 0.1,
+        jpeg_p: float = 0.1,
+        device: str = "auto",
+        precision: str = "auto",
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.model = model
+        self.weights = weights
+        self.epochs, self.batch_size, self.lr, self.patience = (
+            int(epochs),
+            int(batch_size),
+            float(lr),
+            int(patience),
+        )
+        self.blur_p, self.jpeg_p = float(blur_p), float(jpeg_p)
+        self.device, self.precision = device, precision
+        self.module = _net_module(model, weights, self.npr, self.seed)
+        self._policy = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "model": self.model,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "patience": self.patience,
+            "blur_p": self.blur_p,
+            "jpeg_p": self.jpeg_p,
+        }
+
+    def fit(self, train: ItemSet, val: ItemSet | None = None, **kw: Any) -> Detector:
+        from detectors.train import fit_network
+
+        train.require_both_classes("training")
+        history = fit_network(
+            self,
+            self.module,
+            train,
+            val,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            patience=self.patience,
+            blur_p=self.blur_p,
+            jpeg_p=self.jpeg_p,
+            device=kw.pop("device", self.device),
+            precision=kw.pop("precision", self.precision),
+            checkpoint_dir=kw.get("checkpoint_dir"),
+            resume=kw.get("resume", True),
+            progress=kw.get("progress"),
+            log=kw.get("log"),
+            num_workers=kw.get("num_workers"),
+        )
+        self.training_summary["history"] = history
+        self._policy = None
+        return self
+
+    def _device_policy(self):
+        if self._policy is None:
+            import torch
+
+            from deepaudit.devices import device_policy
+
+            self._policy = device_policy(self.device, precision=self.precision)
+            self.module.to(self._policy.torch_device()).eval()
+            if self._policy.channels_last:
+                self.module.to(memory_format=torch.channels_last)
+        return self._policy
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        if not len(images):
+            return np.zeros(0)
+        batch = np.stack([crop(im, self.input_size) for im in images])
+        return self.predict_crops(batch)
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """P(synthetic) for prepared (N, S, S, 3) uint8 crops (the fast path for scans)."""
+        import torch
+
+        policy = self._device_policy()
+        self.module.eval()
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(policy.torch_device())
+        if policy.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), policy.autocast():
+            logits = self.module(x).float().squeeze(1)
+        return torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+
+    def _save_weights(self, root: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, root / "model.safetensors")
+
+    def _load_weights(self, root: Path) -> None:
+        from safetensors.torch import load_file
+
+        path = root / "model.safetensors"
+        if not path.is_file():
+            raise DeepauditError(f"{root}: model.safetensors missing")
+        self.module.load_state_dict(load_file(path))
+        self.module.eval()
+
+
+@register_detector("timm")
+class TimmDetector(_NetworkDetector):
+    """Any timm classifier with one output logit (CNNDetection recipe)."""
+
+
+@register_detector("npr")
+class NPRDetector(_NetworkDetector):
+    """NPR: a timm backbone on the up-sampling residual of the image."""
+
+    npr = True

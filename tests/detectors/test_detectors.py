@@ -1,0 +1,170 @@
+"""Every registered detector trains briefly and learns; folders reload; bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deepaudit.errors import DeepauditError, DependencyError
+from deepaudit.manifest import read_manifest
+from detectors import create_detector, list_detectors, load_detector
+from detectors.data import load_items
+from detectors.metrics import auc
+from detectors.train import score_items, train_detector
+
+FAST = {
+    "spectral": {},
+    "timm": {"epochs": 3, "device": "cpu"},
+    "npr": {"epochs": 3, "device": "cpu"},
+    "probe": {"device": "cpu", "backbone": "resnet10t"},
+}
+
+
+def test_registry():
+    names = list_detectors()
+    assert {"spectral", "timm", "npr", "probe", "reconstruction", "video-frames"} <= set(names)
+    with pytest.raises(ValueError, match="unknown detector 'cnn'; valid: "):
+        create_detector("cnn")
+    with pytest.raises(ValueError, match="unexpected keyword"):
+        create_detector("spectral", nonsense=1)
+    with pytest.raises(DependencyError, match="needs autoencoder=DIR"):
+        create_detector("reconstruction")
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_detector_learns_and_reloads(detector_data, tmp_path, name):
+    items = load_items(detector_data)
+    det = create_detector(name, **FAST[name])
+    metrics = train_detector(det, items, tmp_path / name, target_fpr=0.1)
+    assert metrics["test"]["auc"] > 0.8, metrics["test"]
+    assert metrics["test"]["n"] == len(items.split("test"))
+    cfg = json.loads((tmp_path / name / "config.json").read_text())
+    assert cfg["detector"] == name and cfg["threshold"] == det.threshold
+    assert cfg["training"]["train"]["real"] > 0 and "test" in cfg["metrics"]
+    again = load_detector(tmp_path / name)
+    test = items.split("test")
+    assert np.allclose(score_items(det, test), score_items(again, test), atol=1e-6)
+    assert not list((tmp_path / name).glob("*.pkl"))
+
+
+def test_reconstruction_detector_with_a_suite_autoencoder(detector_data, tmp_path):
+    from generators.training import TrainConfig, train_diffusion
+
+    latent = train_diffusion(
+        TrainConfig(
+            family="latent",
+            channels=(8, 16),
+            ae_channels=(16, 32),
+            steps=2,
+            ae_steps=20,
+            batch_size=8,
+        ),
+        tmp_path / "latent",
+        device="cpu",
+    )
+    det = create_detector("reconstruction", autoencoder=str(latent), device="cpu")
+    metrics = train_detector(det, load_items(detector_data), tmp_path / "rec")
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0
+    assert load_detector(tmp_path / "rec").predict_proba(
+        [np.zeros((40, 40, 3), np.uint8)]
+    ).shape == (1,)
+
+
+def test_one_class_and_empty_sets_are_refused(detector_data, tmp_path):
+    items = load_items(detector_data)
+    only_real = items.where(label=0)
+    with pytest.raises(DeepauditError, match="only real items"):
+        train_detector(create_detector("spectral"), only_real, tmp_path / "x")
+    with pytest.raises(DeepauditError, match="empty"):
+        items.split("nope").require_both_classes("training")
+
+
+def test_foreign_or_tampered_folders_are_refused(detector_data, tmp_path):
+    items = load_items(detector_data)
+    det = create_detector("timm", epochs=1, device="cpu")
+    train_detector(det, items, tmp_path / "t")
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    cfg["detector"] = "npr-v9"
+    (tmp_path / "t" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DeepauditError, match="unknown detector 'npr-v9'"):
+        load_detector(tmp_path / "t")
+    cfg["detector"] = "timm"
+    cfg["params"]["model"] = "resnet18"
+    (tmp_path / "t" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DeepauditError, match="weights do not load"):
+        load_detector(tmp_path / "t")
+    import pickle
+
+    cfg["params"]["model"] = "resnet10t"
+    (tmp_path / "t" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "t" / "model.safetensors").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(DeepauditError, match="weights do not load"):
+        load_detector(tmp_path / "t")
+    with pytest.raises(DeepauditError, match="not a detector folder"):
+        load_detector(tmp_path)
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_killed_training_resumes_to_the_same_weights(detector_data, tmp_path):
+    items = load_items(detector_data)
+    opts = {"epochs": 3, "patience": 5, "device": "cpu", "blur_p": 0.5, "jpeg_p": 0.5}
+    straight = create_detector("timm", **opts)
+    train_detector(straight, items, tmp_path / "a")
+    steps_per_epoch = -(-len(items.split("train")) // 32)
+
+    def kill(step, total):
+        if step == steps_per_epoch * 2 + 1:  # early in the third epoch
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train_detector(create_detector("timm", **opts), items, tmp_path / "b", progress=kill)
+    hist = json.loads((tmp_path / "b" / "checkpoint" / "history.json").read_text())
+    assert len(hist["epochs"]) == 2
+    resumed = create_detector("timm", **opts)
+    train_detector(resumed, items, tmp_path / "b")
+    a = straight.module.state_dict()
+    b = resumed.module.state_dict()
+    for k in a:
+        assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6), k
+
+
+def test_broken_files_in_the_manifest_are_skipped(detector_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(detector_data, root)
+    m = read_manifest(root)
+    victim = next(i for i in m.items if i.split == "train" and i.label == "real")
+    (root / victim.path).write_bytes(b"not a png")
+    det = create_detector("spectral")
+    train_detector(det, load_items(root), tmp_path / "s")
+    assert det.training_summary["skipped_broken"] == 1
+
+
+def test_video_frames_detector(detector_data, tmp_path, clip):
+    from detectors.video import aggregate
+
+    base = create_detector("spectral")
+    train_detector(base, load_items(detector_data), tmp_path / "img")
+    vid = create_detector("video-frames", base=str(tmp_path / "img"), frames=4, aggregation="max")
+    scores = vid.predict_proba([clip, clip[0]])
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+    vid.save_pretrained(tmp_path / "vid")
+    assert load_detector(tmp_path / "vid").predict_proba([clip])[0] == pytest.approx(scores[0])
+    assert aggregate(np.array([0.1, 0.9, 0.5]), "topk", 2) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="aggregation must be"):
+        create_detector("video-frames", base=str(tmp_path / "img"), aggregation="median")
+
+
+def test_auc_is_well_above_chance_only_when_labels_are_real(detector_data):
+    items = load_items(detector_data)
+    det = create_detector("spectral").fit(items.split("train"))
+    s = score_items(det, items.split("test"))
+    shuffled = np.random.default_rng(0).permutation(items.split("test").labels)
+    assert auc(items.split("test").labels, s) > 0.8
+    assert abs(auc(shuffled, s) - 0.5) < 0.35
