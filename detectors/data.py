@@ -171,6 +171,7 @@ class CropDataset:
         blur_p: float = 0.0,
         jpeg_p: float = 0.0,
         perturb: Any = None,
+        cache_bytes: int = 2 << 30,
     ) -> None:
         self.items = items.items
         self.size = size
@@ -178,15 +179,19 @@ class CropDataset:
         self.seed = seed
         self.blur_p, self.jpeg_p = blur_p, jpeg_p
         self.perturb = perturb
-        self.epoch = 0
+        self.cache_bytes = cache_bytes
         self._cache: dict[int, np.ndarray] = {}
+        self._cached = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, idx: int) -> tuple[Any, int, int]:
+    def __getitem__(self, key: int) -> tuple[Any, int, int]:
+        """``key`` = epoch × len + index (see :class:`EpochSampler`): augmentation differs per
+        epoch while persistent DataLoader workers keep their decoded-image caches."""
         import torch
 
+        epoch, idx = divmod(int(key), len(self.items))
         item = self.items[idx]
         img = self._cache.get(idx)
         if img is None:
@@ -196,10 +201,11 @@ class CropDataset:
                 logger.warning("skipping %s", exc)
                 blank = torch.zeros((3, self.size, self.size), dtype=torch.uint8)
                 return blank, item.label, 0  # valid=0: the trainer drops it
-            if img.shape[0] * img.shape[1] <= 1 << 20:  # keep small images decoded
+            if self._cached + img.nbytes <= self.cache_bytes:  # decode once, crop every epoch
                 self._cache[idx] = img
+                self._cached += img.nbytes
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch, idx))
+            rng = np.random.default_rng((self.seed, epoch, idx))
             img = augment(
                 crop(img, self.size, rng=rng), rng, blur_p=self.blur_p, jpeg_p=self.jpeg_p
             )
@@ -210,3 +216,28 @@ class CropDataset:
                 img = crop(self.perturb(img), self.size)
         t = torch.from_numpy(np.array(img)).permute(2, 0, 1)
         return t, item.label, 1
+
+
+class EpochSampler:
+    """Shuffled indices for one epoch, offset by epoch × n (decoded by CropDataset).
+
+    The sampler lives in the main process, so ``set_epoch`` reaches persistent workers;
+    with ``num_replicas`` > 1 each rank takes its share of the same permutation (DDP).
+    """
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, num_replicas: int = 1) -> None:
+        self.n, self.seed, self.rank, self.num_replicas = n, seed, rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        perm = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        if self.num_replicas > 1:  # pad so every rank gets the same number of items
+            per = -(-self.n // self.num_replicas)
+            perm = np.resize(perm, per * self.num_replicas)[self.rank :: self.num_replicas]
+        return iter((perm + self.epoch * self.n).tolist())
+
+    def __len__(self) -> int:
+        return -(-self.n // self.num_replicas) if self.num_replicas > 1 else self.n

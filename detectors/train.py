@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.errors import DeepauditError
-from detectors.data import CropDataset, ItemSet
+from detectors.data import CropDataset, EpochSampler, ItemSet
 
 __all__ = ["fit_network", "score_items", "train_detector"]
 
@@ -118,41 +118,33 @@ def fit_network(
             best_state = load_file(ckpt / "best.safetensors")
         logger.info("resuming from epoch %d", start_epoch)
 
-    steps_per_epoch = math.ceil(len(ds) / world / batch_size)
+    sampler = EpochSampler(len(ds), seed=det.seed, rank=rank, num_replicas=world)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=policy.pin_memory,
+        persistent_workers=workers > 0,  # keep each worker's decoded images across epochs
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    steps_per_epoch = math.ceil(len(sampler) / batch_size)
     total = epochs * steps_per_epoch
     for epoch in range(start_epoch, epochs):
-        ds.epoch = epoch
-        if world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, seed=det.seed)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(
-                ds,
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=workers,
-                pin_memory=policy.pin_memory,
-            )
-        else:
-            g = torch.Generator().manual_seed(det.seed * 1000 + epoch)
-            loader = DataLoader(
-                ds,
-                batch_size=batch_size,
-                shuffle=True,
-                generator=g,
-                num_workers=workers,
-                pin_memory=policy.pin_memory,
-            )
+        sampler.set_epoch(epoch)
         net.train()
-        losses, seen, skipped = [], 0, 0
+        loss_sum, n_steps, seen, skipped = None, 0, 0, 0
         t0 = time.perf_counter()
         for step, (x, y, valid) in enumerate(loader):
-            keep = valid.bool()
-            skipped += int((~keep).sum())
-            if not keep.any():
+            n_valid = int(valid.sum())
+            skipped += len(valid) - n_valid
+            if not n_valid:
                 continue
-            x, y = x[keep].to(dev, non_blocking=True), y[keep].float().to(dev, non_blocking=True)
+            if n_valid < len(valid):  # a broken file in the batch (rare): drop it
+                keep = valid.bool()
+                x, y = x[keep], y[keep]
+            # straight from the pinned batch: the copy overlaps the previous step's compute
+            x, y = x.to(dev, non_blocking=True), y.float().to(dev, non_blocking=True)
             if policy.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with policy.autocast():
@@ -166,15 +158,19 @@ def fit_network(
             else:
                 loss.backward()
                 opt.step()
-            losses.append(float(loss.detach()))
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            n_steps += 1  # no float(loss) per step: that would wait for the GPU every batch
             seen += len(y)
             if progress is not None and rank == 0:
                 progress(epoch * steps_per_epoch + step + 1, total)
-        if not losses:
+        if not n_steps:
             raise DeepauditError(f"{train.root}: no readable training images")
+        train_loss = float(loss_sum) / n_steps
+        if not math.isfinite(train_loss):
+            raise DeepauditError(f"{train.root}: training diverged (loss {train_loss})")
         record: dict[str, float] = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": train_loss,
             "train_images_per_s": seen * world / max(time.perf_counter() - t0, 1e-9),
             "skipped_broken": skipped,
         }
@@ -250,38 +246,45 @@ def score_items(
     perturb: Callable[[np.ndarray], np.ndarray] | None = None,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
-    """P(synthetic) for each item (NaN where the file cannot be read)."""
-    from detectors.data import read_for_detector
+    """P(synthetic) for each item (NaN where the file cannot be read).
+
+    Files are decoded (and perturbed) by a thread pool — PIL and OpenCV release the GIL —
+    while the detector scores the previous batch.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     scores = np.full(len(items), np.nan)
-    batch_imgs: list[np.ndarray] = []
-    batch_idx: list[int] = []
+    video = getattr(det, "kind", "image") == "video"
 
-    def flush() -> None:
-        if batch_imgs:
-            scores[batch_idx] = det.predict_proba(batch_imgs)
-            batch_imgs.clear()
-            batch_idx.clear()
-
-    for k, item in enumerate(items):
+    def load(item):
         try:
-            if getattr(det, "kind", "image") == "video" and item.kind == "video":
+            if video and item.kind == "video":
                 from deepaudit.media import read_video
 
-                img = read_video(item.path, num_frames=det.frames).frames
-            else:
-                img = read_for_detector(item)
+                return read_video(item.path, num_frames=det.frames).frames
+            from detectors.data import read_for_detector
+
+            img = read_for_detector(item)
+            return perturb(img) if perturb is not None else img
         except DeepauditError as exc:
             logger.warning("skipping %s", exc)
-            continue
-        batch_imgs.append(perturb(img) if perturb is not None else img)
-        batch_idx.append(k)
-        if len(batch_imgs) >= batch_size:
-            flush()
-        if progress is not None:
-            progress(k + 1, len(items))
-    flush()
+            return None
+
+    n_threads = threads or min(8, max(1, (os.cpu_count() or 2)))
+    done = 0
+    with ThreadPoolExecutor(n_threads) as pool:
+        for start in range(0, len(items), batch_size):
+            chunk = items.items[start : start + batch_size]
+            loaded = list(pool.map(load, chunk))
+            idx = [start + k for k, im in enumerate(loaded) if im is not None]
+            imgs = [im for im in loaded if im is not None]
+            if imgs:
+                scores[idx] = det.predict_proba(imgs)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
     return scores
 
 
