@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import bench_manifest, bench_media, generate, provenance
+from benchmarks import bench_manifest, bench_media, generate, provenance, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "manifest": bench_manifest.run(quick=args.quick),
         "provenance": provenance.run(quick=args.quick),
         "generate": generate.run(quick=args.quick),
+        "train": train.run(quick=args.quick),
     }
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
