@@ -191,7 +191,8 @@ def inspect_provenance(
 def interpret(read: C2paRead) -> ProvenanceRecord:
     """Turn what c2pa read into a :class:`ProvenanceRecord`."""
     if read.status == "absent":
-        return _record(read, "absent", "no C2PA manifest")
+        extra = f" (c2pa could not parse the file: {read.error})" if read.error else ""
+        return _record(read, "absent", "no C2PA manifest" + extra)
     if read.status == "unsupported":
         return _record(read, "absent", f"no C2PA manifest ({read.error})")
     if read.status == "unreadable":

@@ -136,8 +136,13 @@ def read_trust_anchors(path: str | os.PathLike[str]) -> str:
     return "".join(chunks)
 
 
-@functools.lru_cache(maxsize=16)
 def _context(anchors_pem: str | None, allow_network: bool):
+    # keyed by process: a Context made before a fork is not valid in the child
+    return _context_in_process(anchors_pem, allow_network, os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _context_in_process(anchors_pem: str | None, allow_network: bool, pid: int):
     c2pa = _c2pa()
     settings: dict[str, Any] = {
         "verify": {"remote_manifest_fetch": bool(allow_network), "ocsp_fetch": False},
@@ -469,6 +474,10 @@ def read_file(
         if "NotSupported" in type(exc).__name__:
             return C2paRead(str(p), "unsupported", error=message)
         kind = type(exc).__name__.lstrip("_").removeprefix("C2pa") or "C2paError"
+        if manifest_data is None and not _has_manifest_marker(p):
+            # c2pa could not parse the *asset* (truncated, corrupt) and nothing in it looks
+            # like a manifest store: that is a broken file without provenance, not tampering
+            return C2paRead(str(p), "absent", error=f"{kind}: {message}")
         return C2paRead(str(p), "error", error=f"{kind}: {message}")
     except OSError as exc:
         return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
@@ -483,6 +492,21 @@ def read_file(
         sidecar=str(side) if manifest_data is not None else None,
         remote_url=remote,
     )
+
+
+def _has_manifest_marker(path: Path) -> bool:
+    """Whether the file holds JUMBF/C2PA box labels (read in 1 MiB blocks, overlap kept)."""
+    tail = b""
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                chunk = tail + block
+                if b"jumb" in chunk or b"c2pa" in chunk or b"caBX" in chunk:
+                    return True
+                tail = chunk[-8:]
+    except OSError:
+        return False
+    return False
 
 
 @functools.cache

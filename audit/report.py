@@ -1,0 +1,210 @@
+"""Self-contained HTML reports (no network: CSS inline, plots embedded as PNG data URIs).
+
+:class:`HtmlReport` is a small builder — headings, paragraphs, tables, figures, key/value
+lists, collapsible details — shared by the scan report and the audit reports.
+:func:`write_scan_report` renders a scan's ``results.jsonl`` and summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HtmlReport", "write_scan_report"]
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1100px;color:#1b1f24;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#57606a}.pill{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px}
+.v-synthetic{background:#cf222e;color:#fff}.v-likely-synthetic{background:#fb8f44}
+.v-needs-review{background:#8250df;color:#fff}.v-likely-authentic{background:#2da44e;color:#fff}
+.v-no-evidence{background:#d0d7de}.v-error{background:#24292f;color:#fff}
+figure{display:inline-block;margin:.5em 1em .5em 0}figure img{max-width:520px;border:1px solid #eee}
+details{margin:.3em 0}summary{cursor:pointer}code{background:#f6f8fa;padding:0 3px}
+.warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5em .8em;border-radius:4px}
+"""
+
+
+class HtmlReport:
+    """Accumulate sections, then :meth:`write` one standalone page."""
+
+    def __init__(self, title: str, subtitle: str = "") -> None:
+        self.title = title
+        self.parts: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+        if subtitle:
+            self.parts.append(f'<p class="muted">{html.escape(subtitle)}</p>')
+
+    def heading(self, text: str, anchor: str | None = None) -> HtmlReport:
+        a = f' id="{html.escape(anchor)}"' if anchor else ""
+        self.parts.append(f"<h2{a}>{html.escape(text)}</h2>")
+        return self
+
+    def paragraph(self, text: str, *, cls: str | None = None) -> HtmlReport:
+        c = f' class="{cls}"' if cls else ""
+        self.parts.append(f"<p{c}>{html.escape(text)}</p>")
+        return self
+
+    def raw(self, fragment: str) -> HtmlReport:
+        self.parts.append(fragment)
+        return self
+
+    def table(
+        self, header: Sequence[str], rows: Iterable[Sequence[Any]], *, raw_cols: Sequence[int] = ()
+    ) -> HtmlReport:
+        out = [
+            "<table><thead><tr>",
+            *(f"<th>{html.escape(str(h))}</th>" for h in header),
+            "</tr></thead><tbody>",
+        ]
+        for row in rows:
+            out.append("<tr>")
+            for i, cell in enumerate(row):
+                num = isinstance(cell, (int, float)) and not isinstance(cell, bool)
+                text = _fmt(cell)
+                body = text if i in raw_cols else html.escape(text)
+                out.append(f'<td class="num">{body}</td>' if num else f"<td>{body}</td>")
+            out.append("</tr>")
+        out.append("</tbody></table>")
+        self.parts.append("".join(out))
+        return self
+
+    def kv(self, data: Mapping[str, Any]) -> HtmlReport:
+        return self.table(["", ""], [(k, v) for k, v in data.items()])
+
+    def figure(self, fig: Any, caption: str = "") -> HtmlReport:
+        """Embed a matplotlib figure as a PNG data URI (and close it)."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        cap = f"<figcaption class='muted'>{html.escape(caption)}</figcaption>" if caption else ""
+        img = f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        self.parts.append(f"<figure>{img}{cap}</figure>")
+        return self
+
+    def details(self, summary: str, fragment: str) -> HtmlReport:
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary>{fragment}</details>")
+        return self
+
+    def render(self) -> str:
+        body = "\n".join(self.parts)
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width'>"
+            f"<title>{html.escape(self.title)}</title>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+        )
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        tmp = p.with_name(p.name + ".part")
+        tmp.write_text(self.render(), encoding="utf-8")
+        os.replace(tmp, p)
+        return p
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def pill(verdict: str) -> str:
+    return f'<span class="pill v-{html.escape(verdict)}">{html.escape(verdict)}</span>'
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200) -> Path:
+    """The scan's page: counts, score histograms, files to look at first, then details."""
+    from audit.scan import iter_results, top_for_review
+
+    s = summary.to_json()
+    rep = HtmlReport(
+        "deepaudit scan report",
+        f"{s['files']} files · {s['errors']} unreadable · {s['scanned_now']} scanned in this run "
+        f"({s['files_per_s'] or '-'} files/s) · {s['skipped_unchanged']} unchanged since the "
+        "last run",
+    )
+    if summary.attention:
+        rep.raw(
+            f'<p class="warn">{summary.attention} files need attention: synthetic or likely '
+            "synthetic, conflicting evidence, or unreadable.</p>"
+        )
+    rep.heading("Verdicts", "verdicts")
+    rep.table(
+        ["verdict", "files"], [(pill(v), n) for v, n in s["by_verdict"].items() if n], raw_cols=(0,)
+    )
+    rep.paragraph(
+        "synthetic: a trusted C2PA manifest declares AI generation/editing. likely-synthetic: an "
+        "untrusted declaration, AI metadata, a watermark, or a detector over its calibrated "
+        "threshold. needs-review: the evidence disagrees, or a manifest is invalid. "
+        "likely-authentic: a trusted capture claim and no detector over threshold. no-evidence: "
+        "nothing points either way (a detector under threshold is not proof).",
+        cls="muted",
+    )
+    rep.heading("Provenance (C2PA)", "provenance")
+    rep.table(["state", "files"], sorted(s["by_provenance_state"].items(), key=lambda kv: -kv[1]))
+    # score histograms per detector (streamed)
+    scores: dict[str, list[float]] = {}
+    for rec in iter_results(results):
+        for name, sc in (rec.get("scores") or {}).items():
+            if sc.get("score") is not None:
+                scores.setdefault(name, []).append(float(sc["score"]))
+    if scores:
+        plt = _plt()
+        rep.heading("Detector scores", "scores")
+        for name, vals in scores.items():
+            fig, ax = plt.subplots(figsize=(5.2, 2.6))
+            ax.hist(vals, bins=30, range=(0, 1), color="tab:blue")
+            thr = (s["detectors"].get(name) or {}).get("threshold")
+            if thr is not None:
+                ax.axvline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:.3f}")
+                ax.legend(fontsize=8)
+            ax.set(xlabel="P(synthetic)", ylabel="files", title=name)
+            rep.figure(fig, f"{name}: score distribution over {len(vals)} files")
+    first = top_for_review(results, top)
+    rep.heading(f"Look at these first ({len(first)})", "review")
+    rows = []
+    for rec in first:
+        reasons = "; ".join(r["text"] for r in rec.get("reasons", [])[:3])
+        if "error" in rec:
+            reasons = rec["error"]["message"]
+        rows.append(
+            (pill(rec.get("verdict", "error")), html.escape(rec["path"]), html.escape(reasons))
+        )
+    rep.table(["verdict", "file", "why"], rows, raw_cols=(0, 1, 2))
+    rep.heading("Every file", "files")
+    for shown, rec in enumerate(iter_results(results)):
+        if shown >= 2000:
+            rep.paragraph("… more in results.jsonl", cls="muted")
+            break
+        detail = {k: v for k, v in rec.items() if k not in ("reasons",)}
+        body = f"<pre>{html.escape(json.dumps(detail, indent=1, default=str)[:6000])}</pre>"
+        rep.details(f"{rec.get('verdict', 'error')} — {rec['path']}", body)
+    if s["walk_errors"]:
+        rep.heading("Paths that could not be walked")
+        rep.table(["problem"], [(e,) for e in s["walk_errors"][:500]])
+    return rep.write(path)

@@ -1,0 +1,195 @@
+"""deepaudit scan over a folder of real, generated, signed, stripped, video and broken files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from audit.scan import run_scan
+from deepaudit.credentials import sign_file
+from deepaudit.demo import png_bomb_header
+from deepaudit.manifest import read_manifest
+from deepaudit.media import write_image, write_video
+from detectors import create_detector
+from detectors.data import load_items
+from detectors.train import train_detector
+
+
+@pytest.fixture(scope="module")
+def spectral(detector_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "spectral"
+    train_detector(create_detector("spectral"), load_items(detector_data), out, target_fpr=0.1)
+    return out
+
+
+@pytest.fixture
+def inbox(tmp_path, detector_data, creds, clip):
+    box = tmp_path / "inbox"
+    (box / "sub").mkdir(parents=True)
+    m = read_manifest(detector_data)
+    real = next(i for i in m.items if i.label == "real" and i.split == "test")
+    fake = next(i for i in m.items if i.label == "synthetic" and i.split == "test")
+    (box / "real.png").write_bytes((detector_data / real.path).read_bytes())
+    (box / "sub" / "fake.png").write_bytes((detector_data / fake.path).read_bytes())
+    trusted = sign_file(detector_data / fake.path, creds["signing"], box / "signed.png")
+    stripped = box / "stripped.png"
+    Image.open(trusted).save(stripped)
+    data = bytearray(trusted.read_bytes())
+    data[data.index(b"IDAT") + 30] ^= 0x5A
+    (box / "tampered.png").write_bytes(bytes(data))
+    capture = sign_file(
+        detector_data / fake.path,
+        creds["signing"],
+        box / "capture.png",
+        digital_source_type="digitalCapture",
+    )
+    write_video(box / "clip.mp4", clip, fps=8)
+    (box / "empty.jpg").write_bytes(b"")
+    jpeg = write_image(tmp_path / "x.jpg", clip[0])
+    (box / "truncated.jpg").write_bytes(jpeg.read_bytes()[:200])
+    (box / "notes.png").write_text("not an image")
+    (box / "invoice.mp4").write_bytes(b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n")
+    (box / "bomb.png").write_bytes(png_bomb_header(60000, 60000))
+    os.symlink(box, box / "sub" / "loop")  # a symlink loop
+    os.mkfifo(box / "pipe.png")
+    return {"box": box, "capture": capture}
+
+
+def _rows(out):
+    return {
+        os.path.basename(r["path"]): r
+        for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+
+
+def test_scan_rows_states_verdicts_and_reasons(inbox, spectral, creds, tmp_path):
+    out = tmp_path / "scan"
+    summary = run_scan(
+        [inbox["box"]], out, detectors=[spectral], trust_anchors=creds["ca"], workers=2, csv=True
+    )
+    rows = _rows(out)
+    assert summary.files == len(rows) == 13  # the loop adds nothing; every file once
+    assert rows["signed.png"]["provenance"]["state"] == "trusted"
+    assert rows["signed.png"]["verdict"] == "synthetic"
+    assert rows["signed.png"]["reasons"][0]["source"] == "c2pa-trusted"
+    assert rows["stripped.png"]["provenance"]["state"] == "absent"
+    assert rows["tampered.png"]["provenance"]["state"] == "invalid"
+    assert rows["tampered.png"]["verdict"] == "needs-review"
+    assert rows["fake.png"]["verdict"] == "likely-synthetic"
+    assert rows["fake.png"]["reasons"][0]["source"] == "detector"
+    assert rows["real.png"]["verdict"] in ("no-evidence", "likely-synthetic")
+    assert (
+        rows["real.png"]["scores"]["spectral"]["score"]
+        < rows["fake.png"]["scores"]["spectral"]["score"]
+    )
+    # a trusted capture claim on pixels the detector flags: the conflict is shown
+    assert rows["capture.png"]["verdict"] == "needs-review"
+    assert {r["points_to"] for r in rows["capture.png"]["reasons"]} == {"authentic", "synthetic"}
+    assert rows["clip.mp4"]["kind"] == "video" and "spectral" in rows["clip.mp4"]["scores"]
+    for name, why in [
+        ("empty.jpg", "empty file"),
+        ("truncated.jpg", ""),
+        ("notes.png", "not an image"),
+        ("invoice.mp4", "not an image or video"),
+        ("bomb.png", "pixels"),
+        ("pipe.png", "not a regular file"),
+    ]:
+        assert rows[name]["verdict"] == "error", name
+        assert rows[name]["error"]["class"] and why in rows[name]["error"]["message"], rows[name][
+            "error"
+        ]
+    assert summary.by_verdict["error"] == 6 and summary.attention >= 9
+    assert (out / "results.csv").read_text().count("\n") == 14
+    summary_json = json.loads((out / "summary.json").read_text())
+    assert summary_json["by_provenance_state"]["trusted"] == 2
+
+
+class _Text(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.text, self.imgs = [], 0
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs += 1
+            assert dict(attrs)["src"].startswith("data:image/png;base64,")  # self-contained
+        if tag in ("script", "link"):
+            raise AssertionError("the report must not load anything")
+
+
+def test_report_is_self_contained_and_lists_what_to_review(inbox, spectral, creds, tmp_path):
+    out = tmp_path / "scan"
+    run_scan([inbox["box"]], out, detectors=[spectral], trust_anchors=creds["ca"], workers=0)
+    parser = _Text()
+    parser.feed((out / "report.html").read_text())
+    text = " ".join(parser.text)
+    assert parser.imgs >= 1
+    assert "Look at these first" in text and "tampered.png" in text and "needs-review" in text
+    assert "Verdicts" in text and "trusted" in text
+
+
+def test_rescan_skips_unchanged_and_redoes_changed_files(inbox, spectral, tmp_path):
+    out = tmp_path / "scan"
+    run_scan([inbox["box"]], out, detectors=[spectral], workers=0)
+    again = run_scan([inbox["box"]], out, detectors=[spectral], workers=0)
+    assert again.scanned == 0 and again.skipped_unchanged == 13
+    write_image(inbox["box"] / "real.png", np.zeros((40, 40, 3), np.uint8))
+    third = run_scan([inbox["box"]], out, detectors=[spectral], workers=0)
+    assert third.scanned == 1
+    from deepaudit.errors import DeepauditError
+
+    with pytest.raises(DeepauditError, match="other detectors or settings"):
+        run_scan([inbox["box"]], out, workers=0)
+
+
+def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, spectral, detector_data):
+    box = tmp_path / "many"
+    box.mkdir()
+    m = read_manifest(detector_data)
+    for i, item in enumerate(m.items[:60]):
+        (box / f"{i:03d}.png").write_bytes((detector_data / item.path).read_bytes())
+    out = tmp_path / "scan"
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepaudit",
+        "scan",
+        str(box),
+        "-o",
+        str(out),
+        "-d",
+        str(spectral),
+        "--workers",
+        "0",
+        "--batch-size",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if results.is_file() and results.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = results.read_text().count("\n")
+    assert 5 <= partial < 60
+    with results.open("a") as fh:
+        fh.write('{"path": "torn')  # a half-written last line
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    paths = [json.loads(line)["path"] for line in results.read_text().splitlines()]
+    assert len(paths) == len(set(paths)) == 60
