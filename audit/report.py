@@ -208,3 +208,147 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
         rep.heading("Paths that could not be walked")
         rep.table(["problem"], [(e,) for e in s["walk_errors"][:500]])
     return rep.write(path)
+
+
+def write_fairness_report(
+    report: Any, out_dir: str | os.PathLike[str], *, data: Any = None
+) -> dict[str, Path]:
+    """``fairness.json`` + ``report.html`` (per-group tables, FPR/FNR with CI error bars,
+    ROC per group, calibration curve, score histograms). ``data`` (the scored items) adds
+    the curves; without it the tables and bars are drawn from the report alone."""
+    import numpy as np
+
+    from detectors.metrics import roc_curve
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = report.to_json()
+    (out / "fairness.json").write_text(json.dumps(js, indent=2, default=str) + "\n")
+    rep = HtmlReport(
+        "deepaudit fairness audit",
+        f"threshold {report.threshold:.4f} · attributes {', '.join(report.attributes)} · "
+        f"{report.overall.n} items ({report.overall.n_real} real, "
+        f"{report.overall.n_synthetic} synthetic)",
+    )
+    for w in report.warnings[:20]:
+        rep.raw(f'<p class="warn">{html.escape(w)}</p>')
+    plt = _plt()
+    for key, groups in report.groups.items():
+        gap = report.gaps[key]
+        rep.heading(f"By {key}", key.replace(" ", ""))
+        verdict = (
+            "unequal"
+            if (gap.get("fpr_max_minus_min") or 0) > 0.05
+            or (gap.get("fnr_max_minus_min") or 0) > 0.05
+            else "similar"
+        )
+        rep.paragraph(
+            f"Error rates across these groups are {verdict}: "
+            f"FPR gap {_fmt(gap.get('fpr_max_minus_min'))}, "
+            f"FNR gap {_fmt(gap.get('fnr_max_minus_min'))}, "
+            f"worst-group AUC {_fmt(gap.get('worst_group_auc'))} "
+            f"({gap.get('worst_group') or 'n/a'})."
+        )
+        rows = []
+        for g in groups:
+            ci = g.ci95
+
+            def with_ci(k: str, g=g, ci=ci) -> str:
+                v = g.metrics.get(k)
+                lo, hi = ci.get(k, (None, None))
+                return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else _fmt(v)
+
+            rows.append(
+                (
+                    g.name,
+                    g.n,
+                    g.n_real,
+                    g.n_synthetic,
+                    with_ci("auc"),
+                    _fmt(g.metrics.get("ap")),
+                    _fmt(g.metrics.get("eer")),
+                    with_ci("fpr"),
+                    with_ci("fnr"),
+                    with_ci("accuracy"),
+                    "; ".join(g.notes) or "",
+                )
+            )
+        rep.table(
+            [
+                "group",
+                "n",
+                "real",
+                "synthetic",
+                "AUC [95% CI]",
+                "AP",
+                "EER",
+                "FPR [CI]",
+                "FNR [CI]",
+                "accuracy [CI]",
+                "notes",
+            ],
+            rows,
+        )
+        rep.table(["gap metric", "value"], [(k, v) for k, v in gap.items() if k != "groups"])
+        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        names = [g.name for g in groups]
+        xs = np.arange(len(names))
+        for off, k, color in ((-0.18, "fpr", "tab:red"), (0.18, "fnr", "tab:blue")):
+            vals = np.array(
+                [g.metrics.get(k) if g.metrics.get(k) is not None else np.nan for g in groups]
+            )
+            lo = np.array([(g.ci95.get(k) or (None, None))[0] for g in groups], dtype=float)
+            hi = np.array([(g.ci95.get(k) or (None, None))[1] for g in groups], dtype=float)
+            err = np.vstack([np.nan_to_num(vals - lo), np.nan_to_num(hi - vals)])
+            ax.bar(xs + off, vals, width=0.36, color=color, label=k.upper(), yerr=err, capsize=3)
+        ax.set_xticks(xs, names, rotation=30, ha="right", fontsize=8)
+        ax.set(ylabel="rate", title=f"FPR / FNR by {key} (95% CI)", ylim=(0, 1))
+        ax.legend(fontsize=8)
+        rep.figure(fig, f"error rates by {key}")
+        if data is not None:
+            labels_of = np.array(
+                ["|".join(str(a.get(k, "n/a")) for k in key.split(" × ")) for a in data.attributes]
+            )
+            fig, ax = plt.subplots(figsize=(4.2, 4.2))
+            for lab in sorted(set(labels_of)):
+                sel = labels_of == lab
+                y, s = data.labels[sel], data.scores[sel]
+                if 0 < y.sum() < y.size:
+                    fpr, tpr, _ = roc_curve(y, s)
+                    ax.plot(fpr, tpr, label=lab.replace("|", ", "), lw=1.2)
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ax.set(xlabel="FPR", ylabel="TPR", title=f"ROC by {key}")
+            ax.legend(fontsize=7)
+            rep.figure(fig, f"ROC by {key}")
+    if data is not None:
+        rep.heading("Calibration and scores", "calibration")
+        fig, ax = plt.subplots(figsize=(4.2, 4.2))
+        bins = np.linspace(0, 1, 11)
+        idx = np.clip(np.digitize(data.scores, bins) - 1, 0, 9)
+        xs_, ys_ = [], []
+        for b in range(10):
+            m = idx == b
+            if m.any():
+                xs_.append(data.scores[m].mean())
+                ys_.append(data.labels[m].mean())
+        ax.plot(xs_, ys_, "o-", label="detector")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="perfectly calibrated")
+        ax.set(xlabel="mean P(synthetic)", ylabel="fraction synthetic", title="calibration")
+        ax.legend(fontsize=8)
+        rep.figure(fig, "calibration curve")
+        fig, ax = plt.subplots(figsize=(5.5, 3))
+        ax.hist(data.scores[data.labels == 0], bins=30, range=(0, 1), alpha=0.6, label="real")
+        ax.hist(data.scores[data.labels == 1], bins=30, range=(0, 1), alpha=0.6, label="synthetic")
+        ax.axvline(report.threshold, color="k", ls="--", lw=1)
+        ax.set(xlabel="P(synthetic)", ylabel="items", title="score distribution")
+        ax.legend(fontsize=8)
+        rep.figure(fig, "score histograms")
+    rep.heading("Definitions", "definitions")
+    rep.paragraph(
+        "FPR: real items flagged synthetic. FNR: synthetic items missed. "
+        "F_FPR = Σ_g |FPR_g − FPR|; "
+        "F_EO = Σ_g (|FPR_g − FPR| + |TPR_g − TPR|); F_MEO = largest max−min gap of FPR or FNR; "
+        "F_DP = max−min of the rate of items flagged; F_OAE = max−min accuracy (Lin et al., CVPR "
+        "2024). n/a: a group with only one class cannot have that metric; its counts are shown."
+    )
+    return {"json": out / "fairness.json", "html": rep.write(out / "report.html")}

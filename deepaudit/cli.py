@@ -48,6 +48,12 @@ generators_app = typer.Typer(
 app.add_typer(generators_app, name="generators")
 detectors_app = typer.Typer(help="Detector models: list what can be trained.", no_args_is_help=True)
 app.add_typer(detectors_app, name="detectors")
+audit_app = typer.Typer(
+    help="Responsible-AI audits: detector fairness, generative models, model/dataset cards, "
+    "explanations.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
@@ -1160,6 +1166,225 @@ def scan(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+# --------------------------------------------------------------------------- audit
+
+
+@audit_app.command("fairness")
+def audit_fairness(
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            help="predictions.jsonl from `evaluate`, or a scan's results.jsonl.", exists=True
+        ),
+    ],
+    attributes: Annotated[str, typer.Option(help="Comma-separated attributes, e.g. gender,race.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for fairness.json and report.html.")
+    ],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Manifest with labels and attributes (matched by id or path)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Decision threshold (default: the detector's calibrated one, else 0.5)."),
+    ] = None,
+    detector: Annotated[
+        str | None, typer.Option(help="Which detector's scores, when a scan has several.")
+    ] = None,
+    min_n: Annotated[int, typer.Option(help="Warn for groups smaller than this.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-group and intersectional detector metrics (AUC, AP, EER, FPR, FNR, accuracy, with
+    95% CIs) and gap metrics (equalized odds, demographic parity, F_FPR, F_EO, F_MEO, F_DP,
+    F_OAE, worst-group AUC). Undefined metrics are shown as n/a with the reason."""
+    from audit.fairness import fairness_audit, load_predictions
+    from audit.report import write_fairness_report
+
+    with _errors_to_exit():
+        data = load_predictions(predictions, manifest, detector=detector)
+        thr = threshold if threshold is not None else _threshold_near(predictions, detector)
+        report = fairness_audit(
+            data,
+            [a.strip() for a in attributes.split(",") if a.strip()],
+            threshold=thr,
+            min_n=min_n,
+        )
+        paths = write_fairness_report(report, out, data=data)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    o = _stdout()
+    for key, gap in report.gaps.items():
+        o.print(
+            f"{key}: FPR gap {gap['fpr_max_minus_min']}, FNR gap {gap['fnr_max_minus_min']}, "
+            f"worst-group AUC {gap['worst_group_auc']} ({gap['worst_group']}), "
+            f"F_FPR {gap['F_FPR']}, F_DP {gap['F_DP']}",
+            markup=False,
+        )
+    for w in report.warnings[:10]:
+        _stderr().print(f"warning: {w}", markup=False)
+    o.print(f"written: {paths['json']}, {paths['html']}", markup=False)
+
+
+def _threshold_near(predictions: Path, detector: str | None) -> float:
+    """The calibrated threshold recorded beside the predictions (evaluate or scan), else 0.5."""
+    for name in ("metrics.json", "summary.json"):
+        p = predictions.parent / name
+        if p.is_file():
+            data = json.loads(p.read_text())
+            if "threshold" in data:
+                return float(data["threshold"])
+            dets = data.get("detectors") or {}
+            if dets:
+                key = detector or next(iter(dets))
+                if key in dets and "threshold" in dets[key]:
+                    return float(dets[key]["threshold"])
+    return 0.5
+
+
+@audit_app.command("generator")
+def audit_generator_cmd(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (manifest) holding the outputs.", exists=True)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for generator_audit.json.")],
+    source: Annotated[
+        str | None,
+        typer.Option(help="Generator (manifest source) to audit; default all synthetic."),
+    ] = None,
+    real: Annotated[
+        Path | None, typer.Option(help="Manifest with real images (default: the same one).")
+    ] = None,
+    detector: Annotated[
+        list[Path] | None, typer.Option("--detector", "-d", help="Detector folder (repeatable).")
+    ] = None,
+    trust_anchors: AnchorsOpt = None,
+    attribute: Annotated[
+        str | None, typer.Option(help="Representation from this manifest attribute.")
+    ] = None,
+    clip: Annotated[
+        Path | None, typer.Option(help="Local CLIP folder for a zero-shot attribute classifier.")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated groups for --clip, e.g. 'man,woman'.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Audit a generator through its outputs: provenance coverage (C2PA, declarations,
+    watermarks, metadata), detectability (AUC per detector), diversity, representation."""
+    from audit.generative import ManifestAttribute, ZeroShotCLIP, audit_generator
+
+    with _errors_to_exit():
+        classifier = None
+        if clip is not None:
+            if not labels:
+                raise typer.BadParameter("--clip needs --labels")
+            classifier = ZeroShotCLIP(clip, [x.strip() for x in labels.split(",")])
+        elif attribute:
+            classifier = ManifestAttribute(attribute)
+        with _progress("auditing generator") as update:
+            result = audit_generator(
+                dataset,
+                source=source,
+                real=real,
+                detectors=detector or [],
+                trust_anchors=trust_anchors,
+                classifier=classifier,
+                progress=update,
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generator_audit.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if as_json:
+        _print_json(result)
+        return
+    o = _stdout()
+    o.print(f"{result['source']}: {result['items']} items", markup=False)
+    o.print(
+        "provenance coverage: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in result["provenance_coverage"].items()),
+        markup=False,
+    )
+    d = result["diversity"]
+    o.print(
+        f"diversity: mean pairwise distance {d['mean_pairwise_distance']}, "
+        f"near-duplicates {d['near_duplicate_rate']}",
+        markup=False,
+    )
+    for name, v in (result.get("detectability") or {}).items():
+        o.print(f"detectability by {name}: AUC {v['auc']}", markup=False)
+    if "representation" in result:
+        r = result["representation"]["overall"]
+        o.print(
+            f"representation: {r['counts']} (MAD from uniform {r['mad_from_uniform']})",
+            markup=False,
+        )
+    o.print(f"written: {out / 'generator_audit.json'}", markup=False)
+
+
+@audit_app.command("model-card")
+def audit_model_card(
+    detector: Annotated[Path, typer.Argument(help="Trained detector folder.", exists=True)],
+    evaluation: Annotated[
+        Path | None, typer.Option(help="Folder written by `deepaudit evaluate`.")
+    ] = None,
+    fairness: Annotated[
+        Path | None, typer.Option(help="fairness.json from `audit fairness`.")
+    ] = None,
+    track: Annotated[bool, typer.Option(help="Log the card to mlflow.")] = True,
+) -> None:
+    """Write MODEL_CARD.md and model_card.json next to a detector."""
+    from audit.transparency import write_model_card
+    from deepaudit.tracking import Tracker
+
+    with _errors_to_exit():
+        paths = write_model_card(
+            detector,
+            evaluation_dir=evaluation,
+            fairness_json=fairness,
+            tracker=Tracker() if track else None,
+        )
+    _stdout().print(f"written: {paths['markdown']}, {paths['json']}", markup=False)
+
+
+@audit_app.command("dataset-card")
+def audit_dataset_card(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (manifest).", exists=True)],
+) -> None:
+    """Write DATASET_CARD.md and dataset_card.json (a datasheet) into a dataset folder."""
+    from audit.transparency import write_dataset_card
+
+    with _errors_to_exit():
+        paths = write_dataset_card(dataset)
+    _stdout().print(f"written: {paths['markdown']}, {paths['json']}", markup=False)
+
+
+@audit_app.command("explain")
+def audit_explain(
+    detector: Annotated[
+        Path, typer.Option("--detector", "-d", help="Detector folder.", exists=True)
+    ],
+    images: Annotated[list[Path], typer.Argument(help="Images to explain.", exists=True)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the PNG explanations.")
+    ] = Path("explanations"),
+) -> None:
+    """Why a detector scored images as it did: Grad-CAM heatmaps (timm, NPR) or the
+    spectrum (spectral), saved as PNGs beside the crop the detector saw."""
+    from audit.transparency import explain, save_explanation
+    from deepaudit.media import read_image
+    from detectors import load_detector
+
+    with _errors_to_exit():
+        det = load_detector(detector)
+        for img in images:
+            e = explain(det, read_image(img))
+            p = save_explanation(
+                e, out / f"{img.stem}.explain.png", title=f"{img.name} · {det.name}"
+            )
+            _stdout().print(f"{img}: P(synthetic) {e.score:.3f} -> {p}", markup=False)
+
+
 # --------------------------------------------------------------------------- env, runs
 
 
@@ -1229,24 +1454,29 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything it makes.")] = (
         Path("demo-output")
     ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny sizes: a minute instead of ~10 (for tests).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Run what deepaudit can do today, end to end, on built-in real photos.
-
-    Builds a dataset (photos, JPEG copies, video clips), inspects an inbox with broken
-    files, splits and validates the manifest, and records the run in mlflow.
-    """
+    """The whole toolkit end to end on built-in photos, nothing downloaded: train tiny
+    generators, generate a signed synthetic set, train and evaluate detectors, then scan an
+    inbox of real, generated, signed, stripped, tampered and broken files. Rerun to resume."""
     from deepaudit.demo import run_demo
 
     console = _stderr()
     with _errors_to_exit():
-        result = run_demo(out, on_step=lambda msg: console.print(f"• {msg}", markup=False))
+        result = run_demo(
+            out, quick=quick, device=device, on_step=lambda m: console.print(f"• {m}", markup=False)
+        )
     if as_json:
         _print_json(result)
         return
-    out_console = _stdout()
-    out_console.print(json.dumps(result["summary"], indent=2), markup=False)
-    out_console.print(f"demo written to {out}", markup=False)
+    o = _stdout()
+    o.print(f"demo finished in {result['seconds']} s", markup=False)
+    for k, v in result["outputs"].items():
+        o.print(f"  {k}: {v}", markup=False)
 
 
 def main() -> None:

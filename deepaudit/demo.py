@@ -1,7 +1,15 @@
-"""``deepaudit demo``: the toolkit end to end on built-in data, with nothing downloaded.
+"""``deepaudit demo``: the whole toolkit end to end on built-in data, nothing downloaded.
 
-It runs the parts of the main job that exist and says which those are; as generators,
-detectors and the scan land, they join here. Part of the CLI layer: it may import layers.
+1. real set: crops of the built-in photos (the same size and format as the synthetic set);
+2. trains the suite's tiny generators on them (pixel DDPM, latent diffusion, video UNet);
+3. generates images and clips, C2PA-signed with a demo certificate made on the spot;
+4. trains detectors (spectral, timm) and evaluates them: in-distribution, per generator,
+   cross-generator, robustness, format shortcut;
+5. scans an inbox mixing real, generated, signed, stripped, tampered, video and broken
+   files, and writes the report.
+
+Every step is tracked in mlflow (``OUT/mlflow.db``); the figures printed are measured, not
+canned. ``quick=True`` shrinks every step (the tests run it). Part of the CLI layer.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,134 +55,366 @@ def png_bomb_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def _build_inbox(inbox: Path, good_jpeg: Path, clip: Path, gif: Path) -> None:
-    """An inbox as users get them: good files, misnamed ones and broken ones."""
-    inbox.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(good_jpeg, inbox / "photo.jpg")
-    shutil.copyfile(clip, inbox / "clip.mp4")
-    shutil.copyfile(gif, inbox / "animation.gif")
-    shutil.copyfile(good_jpeg, inbox / "really_a_jpeg.png")  # misleading extension
+_SIZES = {
+    # name: (real crops, pixel steps, latent (ae, unet) steps, video steps, per-generator count,
+    #        sampling steps, video clips, timm epochs)
+    "quick": dict(
+        real=96,
+        pixel=8,
+        ae=8,
+        latent=8,
+        video=2,
+        count=48,
+        sample_steps=4,
+        clips=2,
+        epochs=1,
+        channels=(16, 32),
+        video_size=16,
+        video_frames=4,
+    ),
+    "full": dict(
+        real=600,
+        pixel=600,
+        ae=300,
+        latent=400,
+        video=60,
+        count=300,
+        sample_steps=20,
+        clips=8,
+        epochs=6,
+        channels=(32, 64, 64),
+        video_size=32,
+        video_frames=8,
+    ),
+}
+
+
+def run_demo(
+    out: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    on_step: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the demo into ``out`` and return its summary (also written to summary.json)."""
+    import time
+
+    from audit.scan import run_scan
+    from deepaudit.credentials import load_signing_credentials, make_demo_credentials, sign_file
+    from deepaudit.manifest import ManifestItem, ManifestWriter, read_manifest
+    from deepaudit.media import file_sha256, write_image
+    from deepaudit.tracking import Tracker, default_tracking_uri
+    from detectors import create_detector
+    from detectors.data import load_items
+    from detectors.evaluate import cross_generator, evaluate_detector
+    from detectors.train import train_detector
+    from generators.suite import load_suite, run_suite
+    from generators.tiny_pipelines import write_tiny_pipeline
+    from generators.training import TrainConfig, _CropSampler, load_training_images, train_diffusion
+    from generators.video import VideoTrainConfig, load_training_clips, train_video_diffusion
+
+    say = on_step or (lambda msg: None)
+    cfg = _SIZES["quick" if quick else "full"]
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    uri = (
+        default_tracking_uri()
+        if "MLFLOW_TRACKING_URI" in os.environ
+        else (f"sqlite:///{(root / 'mlflow.db').resolve()}")
+    )
+    tracker = Tracker(
+        uri,
+        artifact_root=None
+        if "MLFLOW_TRACKING_URI" in os.environ
+        else (root / "mlartifacts").resolve().as_uri(),
+    )
+
+    def lap(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 1)
+
+    # 1. real set
+    t0 = time.perf_counter()
+    data = root / "dataset"
+    photos = load_training_images(None)
+    if not (data / "manifest.jsonl").is_file():
+        x, _ = _CropSampler(photos, 32, seed=2024).batch(cfg["real"])
+        crops = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        with ManifestWriter(data) as w:
+            for i, im in enumerate(crops):
+                p = write_image(data / "real" / f"{i:05d}.png", im)
+                w.write(
+                    ManifestItem(
+                        id=f"real/{i:05d}",
+                        path=p.relative_to(data).as_posix(),
+                        sha256=file_sha256(p),
+                        kind="image",
+                        label="real",
+                        source="builtin-photos",
+                        width=32,
+                        height=32,
+                        attributes={"group": "ab"[i % 2]},
+                    )
+                )
+    lap("real_set", t0)
+    say(
+        f"real set: {cfg['real']} 32x32 crops of {len(photos.images)} built-in photos "
+        "(PNG, the same size and format as the synthetic set)"
+    )
+
+    # 2. generators
+    t0 = time.perf_counter()
+    models = root / "models"
+    pixel = models / "pixel"
+    if not (pixel / "deepaudit.json").is_file():
+        train_diffusion(
+            TrainConfig(
+                family="pixel",
+                channels=cfg["channels"],
+                steps=cfg["pixel"],
+                batch_size=32,
+                name="demo-pixel",
+            ),
+            pixel,
+            data=photos,
+            device=device,
+            tracker=tracker,
+        )
+    latent = models / "latent"
+    if not (latent / "deepaudit.json").is_file():
+        train_diffusion(
+            TrainConfig(
+                family="latent",
+                channels=cfg["channels"],
+                steps=cfg["latent"],
+                ae_steps=cfg["ae"],
+                batch_size=32,
+                name="demo-latent",
+            ),
+            latent,
+            data=photos,
+            device=device,
+            tracker=tracker,
+        )
+    video = models / "video"
+    if not (video / "deepaudit.json").is_file():
+        vcfg = VideoTrainConfig(
+            frames=cfg["video_frames"],
+            image_size=cfg["video_size"],
+            channels=(8, 16) if quick else (16, 32),
+            steps=cfg["video"],
+            batch_size=2,
+            name="demo-video",
+        )
+        clips = load_training_clips(None, frames=vcfg.frames, size=vcfg.image_size)
+        train_video_diffusion(vcfg, video, clips=clips, device=device, tracker=tracker)
+    tiny = models / "tiny-sd"
+    if not (tiny / "model_index.json").is_file():
+        write_tiny_pipeline("text2img", tiny)
+    lap("train_generators", t0)
+    say(
+        "trained pixel DDPM, latent diffusion and video diffusion models in "
+        f"{timings['train_generators']} s"
+    )
+
+    # 3. synthetic set, signed with a demo certificate
+    t0 = time.perf_counter()
+    certs = root / "certs"
+    if not (certs / "ca.pem").is_file():
+        make_demo_credentials(certs, organization="deepaudit demo")
+    n, st = cfg["count"], cfg["sample_steps"]
+    prompts = root / "prompts.txt"
+    prompts.write_text("a photo of a cat\na city street at night\na bowl of fruit\n")
+    spec = root / "suite.toml"
+    entries = [
+        {"generator": "pixel-ddim", "model": "models/pixel", "count": n, "options": {"steps": st}},
+        {"generator": "pixel-dpmpp", "model": "models/pixel", "count": n, "options": {"steps": st}},
+        {
+            "generator": "latent-ddim",
+            "model": "models/latent",
+            "count": n,
+            "options": {"steps": st},
+        },
+        {
+            "generator": "video-ddim",
+            "model": "models/video",
+            "count": cfg["clips"],
+            "options": {"steps": st},
+        },
+        {
+            "generator": "sd-text2img",
+            "name": "tiny-sd",
+            "model": "models/tiny-sd",
+            "count": 4,
+            "prompts": "prompts.txt",
+            "watermark": "sdxl",
+            "options": {"steps": 3, "height": 64, "width": 64},
+        },
+    ]
+    spec.write_text(
+        '[suite]\nname = "demo"\nbatch_size = 16\n'
+        'sign = { cert = "certs/signer.pem", key = "certs/signer.key.pem" }\n'
+        + "".join(_toml_entry(e) for e in entries)
+    )
+    gen_report = run_suite(load_suite(spec), data, device=device)
+    manifest = read_manifest(data)
+    if any(i.split is None for i in manifest.items):
+        manifest = manifest.with_splits(ratios=(0.6, 0.2, 0.2), overwrite=True)
+        manifest.write()
+    lap("generate", t0)
+    s = manifest.summary().to_json()
+    say(
+        f"generated {gen_report.generated} items ({gen_report.skipped} already there), signed; "
+        f"dataset: {s['by_label']}, splits {s['by_split']}"
+    )
+
+    # 4. detectors
+    t0 = time.perf_counter()
+    items = load_items(data)
+    dets = root / "detectors"
+    trained: dict[str, Any] = {}
+    for name, opts in (("spectral", {}), ("timm", {"epochs": cfg["epochs"], "device": device})):
+        folder = dets / name
+        if (folder / "config.json").is_file():
+            from detectors import load_detector
+
+            det = load_detector(folder)
+            metrics = det.metrics
+        else:
+            det = create_detector(name, **opts)
+            metrics = train_detector(
+                det,
+                items,
+                folder,
+                target_fpr=0.05,
+                tracker=tracker,
+                register_as=f"deepaudit-demo-{name}",
+            )
+        trained[name] = {"threshold": det.threshold, "test": metrics.get("test"), "detector": det}
+    lap("train_detectors", t0)
+    for name, t in trained.items():
+        te = t["test"] or {}
+        say(
+            f"detector {name}: test AUC {te.get('auc')} (95% CI {te.get('ci95', {}).get('auc')}), "
+            f"TPR@5%FPR {te.get('tpr_at_fpr_5')}"
+        )
+
+    # 5. evaluation grids
+    t0 = time.perf_counter()
+    evals: dict[str, Any] = {}
+    for name, t in trained.items():
+        ev = evaluate_detector(
+            t["detector"],
+            items.split("test"),
+            root / "evaluation" / name,
+            bootstrap=200 if quick else 1000,
+            tracker=tracker,
+        )
+        evals[name] = {
+            "auc": ev["overall"]["auc"],
+            "per_generator_auc": {g: m["auc"] for g, m in ev["per_generator"].items()},
+            "jpeg75_auc": ev["robustness"].get("jpeg:75", {}).get("auc"),
+            "format_shortcut": ev.get("format_shortcut"),
+        }
+    cross = cross_generator("spectral", {}, items, root / "evaluation" / "cross")
+    lap("evaluate", t0)
+    say(
+        f"evaluation: spectral AUC after JPEG q75 {evals['spectral']['jpeg75_auc']}; "
+        f"cross-generator AUC matrix {cross['train_on_rows_test_on_columns']}"
+    )
+
+    # 6. the scan
+    t0 = time.perf_counter()
+    inbox = root / "inbox"
+    _build_scan_inbox(inbox, data, manifest, certs, sign_file, load_signing_credentials)
+    summary = run_scan(
+        [inbox],
+        root / "scan",
+        detectors=[dets / "spectral", dets / "timm"],
+        trust_anchors=certs / "ca.pem",
+        device=device,
+        csv=True,
+    )
+    lap("scan", t0)
+    sj = summary.to_json()
+    say(
+        f"scanned {sj['files']} inbox files: "
+        + ", ".join(f"{k} {v}" for k, v in sj["by_verdict"].items() if v)
+    )
+
+    report = {
+        "quick": quick,
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings_s": timings,
+        "dataset": {"path": str(data), **s},
+        "generation": gen_report.to_json(),
+        "detectors": {
+            k: {"threshold": v["threshold"], "test": v["test"]} for k, v in trained.items()
+        },
+        "evaluation": evals,
+        "cross_generator_auc": cross["train_on_rows_test_on_columns"],
+        "scan": sj,
+        "outputs": {
+            "scan_results": str(root / "scan" / "results.jsonl"),
+            "scan_report": str(root / "scan" / "report.html"),
+            "evaluation": str(root / "evaluation"),
+            "mlflow": f"mlflow ui --backend-store-uri {uri}",
+        },
+    }
+    (root / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def _toml_entry(entry: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    return "[[generate]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in entry.items())
+
+
+def _build_scan_inbox(
+    inbox: Path, data: Path, manifest, certs: Path, sign_file, load_creds
+) -> None:
+    """Test-split real and generated files, signed/stripped/tampered/capture-claim copies, a
+    generated clip, a full-size photo, and the broken files users meet."""
+    from PIL import Image
+
+    from deepaudit.photos import builtin_photos
+
+    if inbox.exists():
+        shutil.rmtree(inbox)
+    inbox.mkdir(parents=True)
+    test = [i for i in manifest.items if i.split == "test"] or list(manifest.items)
+    real = [i for i in test if i.label == "real"][:6]
+    fake = [i for i in test if i.label == "synthetic" and i.kind == "image"]
+    clip = next((i for i in manifest.items if i.kind == "video"), None)
+    for i in real:
+        shutil.copyfile(data / i.path, inbox / f"real_{Path(i.path).name}")
+    by_source: dict[str, int] = {}
+    for i in fake:
+        if by_source.get(i.source, 0) < 3:
+            by_source[i.source] = by_source.get(i.source, 0) + 1
+            shutil.copyfile(data / i.path, inbox / f"{i.source}_{Path(i.path).name}")
+    creds = load_creds(certs / "signer.pem", certs / "signer.key.pem")
+    first = next(inbox.glob("pixel-ddim_*.png"))
+    signed = inbox / "signed_ai.png"
+    shutil.copyfile(first, signed)  # already signed by the suite
+    Image.open(signed).save(inbox / "stripped_ai.png")  # re-saving drops the manifest
+    raw = bytearray(signed.read_bytes())
+    raw[raw.index(b"IDAT") + 8] ^= 0x01
+    (inbox / "tampered_ai.png").write_bytes(bytes(raw))
+    real_png = inbox / f"real_{Path(real[0].path).name}"
+    sign_file(real_png, creds, inbox / "signed_capture.png", digital_source_type="digitalCapture")
+    if clip is not None:
+        shutil.copyfile(data / clip.path, inbox / "generated_clip.mp4")
+    photo = builtin_photos()[0]
+    Image.fromarray(photo.image).save(inbox / "photo_fullsize.jpg", quality=90)
+    good_jpeg = inbox / "photo_fullsize.jpg"
     (inbox / "empty.jpg").write_bytes(b"")
-    data = good_jpeg.read_bytes()
-    (inbox / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (inbox / "truncated.jpg").write_bytes(good_jpeg.read_bytes()[:2000])
     (inbox / "notes.png").write_text("not an image, whatever the name says\n")
     (inbox / "invoice.mp4").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
     (inbox / "bomb.png").write_bytes(png_bomb_header(100_000, 100_000))
-    clip_bytes = clip.read_bytes()
-    (inbox / "cut_short.mp4").write_bytes(clip_bytes[: len(clip_bytes) // 2])
-
-
-def run_demo(out: str | os.PathLike[str], *, on_step: Callable[[str], None] | None = None) -> dict:
-    """Build a dataset from built-in photos, inspect an inbox, split/validate, track the run."""
-    from deepaudit.manifest import ManifestWriter, read_manifest, validate_manifest
-    from deepaudit.manifest_import import item_from_file, iter_files
-    from deepaudit.media import probe_files, read_image, read_video, write_image, write_video
-    from deepaudit.photos import write_builtin_photos
-    from deepaudit.tracking import Tracker, default_tracking_uri
-
-    say = on_step or (lambda msg: None)
-    root = Path(out)
-    dataset = root / "dataset"
-
-    manifest = write_builtin_photos(dataset)
-    say(f"wrote {len(manifest)} built-in real photos to {dataset}")
-
-    photos = [i for i in manifest if i.path.startswith("real/builtin/")]
-    with ManifestWriter(dataset) as writer:
-        for item in photos:
-            file = dataset / "real" / "jpeg75" / (Path(item.path).stem + ".jpg")
-            rel = file.relative_to(dataset).as_posix()
-            if rel in writer:
-                continue
-            write_image(file, read_image(dataset / item.path), quality=75)
-            writer.write(
-                item_from_file(
-                    file,
-                    root=dataset,
-                    label="real",
-                    source=item.source,
-                    attributes=dict(item.attributes),
-                    transforms=("jpeg:q=75",),
-                )
-            )
-        clips = []
-        for item in photos[:3]:
-            stem = Path(item.path).stem
-            frames = pan_clip(read_image(dataset / item.path))
-            for ext in (".mp4", ".gif"):
-                file = dataset / "real" / "clips" / f"{stem}_pan{ext}"
-                rel = file.relative_to(dataset).as_posix()
-                if rel not in writer:
-                    write_video(file, frames, fps=12)
-                    writer.write(
-                        item_from_file(
-                            file,
-                            root=dataset,
-                            label="real",
-                            source=item.source,
-                            attributes={**item.attributes, "scene": "pan"},
-                            transforms=("pan-clip",),
-                        )
-                    )
-                clips.append(file)
-    say("added JPEG (q=75) copies and pan clips (H.264 MP4 and GIF)")
-
-    manifest = read_manifest(dataset).with_splits(ratios=(0.6, 0.2, 0.2))
-    manifest.write()
-    problems = validate_manifest(dataset, check_files=True, check_hashes=True)
-    say(f"split the manifest 60/20/20 by hash of id; validation: {len(problems)} problems")
-
-    clip = read_video(clips[0], num_frames=8)
-    say(f"decoded 8 of {clip.frame_count} frames of {clips[0].name} at {clip.fps:g} fps")
-
-    inbox = root / "inbox"
-    first_jpeg = next(dataset / i.path for i in read_manifest(dataset) if i.path.endswith(".jpg"))
-    _build_inbox(inbox, first_jpeg, clips[0], clips[1])
-    results = probe_files(iter_files(inbox), hashes=True)
-    unreadable = [r for r in results if r.error is not None]
-    say(f"inspected {len(results)} inbox files: {len(unreadable)} unreadable, each with a reason")
-
-    summary = manifest.summary().to_json()
-    report = {
-        "summary": {
-            "dataset": str(dataset),
-            "items": summary["items"],
-            "by_kind": summary["by_kind"],
-            "by_split": summary["by_split"],
-            "manifest_problems": len(problems),
-            "inbox_files": len(results),
-            "inbox_unreadable": {Path(r.path).name: r.error.reason for r in unreadable},
-            "inbox_misnamed": [
-                Path(r.path).name for r in results if r.info and not r.info.extension_matches
-            ],
-        },
-        "inbox": [r.to_json() for r in results],
-        "not_yet": [
-            "synthetic images/videos from the generator suite",
-            "detector training and scores",
-            "C2PA provenance, AI metadata and watermarks in a scan report",
-        ],
-    }
-
-    if "MLFLOW_TRACKING_URI" in os.environ:
-        uri = default_tracking_uri()
-    else:
-        uri = f"sqlite:///{(root / 'mlflow.db').resolve()}"
-    tracker = Tracker(uri)
-    with tracker.start_run("deepaudit-demo", run_name="demo", params={"out": str(root)}) as run:
-        run.log_metrics(
-            {
-                "items": summary["items"],
-                "images": summary["by_kind"].get("image", 0),
-                "videos": summary["by_kind"].get("video", 0),
-                "inbox_unreadable": len(unreadable),
-                "manifest_problems": len(problems),
-            }
-        )
-        run.log_artifact(manifest.path)
-        run.log_dict(report["summary"], "summary.json")
-    report["mlflow"] = {"tracking_uri": uri, "run_id": run.run_id}
-    say(f"recorded mlflow run {run.run_id[:8]} in {uri}")
-
-    (root / "summary.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return report

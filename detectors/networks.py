@@ -136,14 +136,17 @@ class _NetworkDetector(Detector):
 
     def _device_policy(self):
         if self._policy is None:
+            import dataclasses
+
             import torch
 
             from deepaudit.devices import device_policy
 
-            self._policy = device_policy(self.device, precision=self.precision)
+            policy = device_policy(self.device, precision=self.precision)
+            # Inference is channels_last on CPU too: ~1.5x faster for CNNs (NOTES.md), same scores.
+            self._policy = dataclasses.replace(policy, channels_last=True)
             self.module.to(self._policy.torch_device()).eval()
-            if self._policy.channels_last:
-                self.module.to(memory_format=torch.channels_last)
+            self.module.to(memory_format=torch.channels_last)
         return self._policy
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:

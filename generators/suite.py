@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _SUITE_KEYS = {"name", "seed", "format", "jpeg_quality", "batch_size", "post", "watermark", "sign"}
 _ENTRY_KEYS = {
+    "watermark",
     "generator",
     "model",
     "count",
@@ -86,6 +87,7 @@ class SuiteEntry:
     init_from: Path | None = None
     post: tuple[Perturbation, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    watermark: str | None = None  # overrides the suite's; "none" turns it off
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,12 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
             epost = tuple(parse_perturbation(s) for s in e.get("post", []))
         except ValueError as exc:
             raise _fail(p, f"{where}: {exc}") from None
+        ewm = e.get("watermark")
+        if ewm is not None and ewm != "none":
+            from deepaudit.watermark import SCHEMES
+
+            if ewm not in SCHEMES:
+                raise _fail(p, f"{where}: watermark {ewm!r} unknown; valid: {sorted(SCHEMES)}")
         options = dict(e.get("options", {}))
         if "model" in options:
             raise _fail(p, f"{where}: give model as a key of the entry, not in options")
@@ -217,6 +225,7 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
                 init_from=init,
                 post=post + epost,
                 options=options,
+                watermark=ewm,
             )
         )
     return SuiteSpec(
@@ -408,11 +417,14 @@ def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, cre
     transforms = [p.spec for p in e.post]
     extra: dict[str, Any] = {"suite": spec.name}
     px = item.pixels
+    scheme = e.watermark if e.watermark is not None else spec.watermark
+    if scheme == "none":
+        scheme = None
     if item.kind == "image":
-        if spec.watermark:
+        if scheme:
             try:
-                px = embed_watermark(px, spec.watermark)
-                extra["watermark"] = spec.watermark
+                px = embed_watermark(px, scheme)
+                extra["watermark"] = scheme
             except ValueError as exc:  # too small to carry the mark
                 logger.warning("%s: no watermark (%s)", _item_id(e, i), exc)
         px = apply_all(px, list(e.post), seed=e.seed + i)

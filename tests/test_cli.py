@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -133,30 +134,44 @@ def test_env_json():
     assert data["versions"]["torch"] and data["default_device"] in ("cpu", "cuda")
 
 
-def test_demo_end_to_end(tmp_path, monkeypatch):
+def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "demo"
-    r = runner.invoke(app, ["demo", "--out", str(out), "--json"])
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    s = data["summary"]
-    assert s["items"] >= 28 and s["by_kind"]["video"] == 6 and s["manifest_problems"] == 0
-    assert set(s["inbox_unreadable"]) == {
-        "bomb.png",
-        "cut_short.mp4",
-        "empty.jpg",
-        "invoice.mp4",
-        "notes.png",
-        "truncated.jpg",
+    assert data["dataset"]["by_label"]["real"] == 96
+    assert data["generation"]["generated"] > 100 and not data["generation"]["failed"]
+    for name in ("spectral", "timm"):
+        assert data["detectors"][name]["test"]["auc"] is not None
+    scan = data["scan"]
+    verdicts = scan["by_verdict"]
+    assert verdicts["synthetic"] >= 1 and verdicts["needs-review"] >= 1 and verdicts["error"] == 5
+    assert (
+        scan["by_provenance_state"]["trusted"] >= 2 and scan["by_provenance_state"]["invalid"] == 1
+    )
+    rows = {
+        os.path.basename(r["path"]): r
+        for r in map(json.loads, (out / "scan" / "results.jsonl").read_text().splitlines())
     }
-    assert s["inbox_misnamed"] == ["really_a_jpeg.png"]
-    assert (out / "summary.json").exists() and (out / "mlflow.db").exists()
-    r = runner.invoke(app, ["runs", "--tracking-uri", data["mlflow"]["tracking_uri"], "--json"])
-    runs = json.loads(r.stdout)["runs"]
-    assert runs[0]["metrics"]["inbox_unreadable"] == 6
-    # a second run resumes: the dataset is not duplicated
-    r = runner.invoke(app, ["demo", "--out", str(out), "--json"])
-    assert json.loads(r.stdout)["summary"]["items"] == s["items"]
+    assert rows["signed_ai.png"]["verdict"] == "synthetic"
+    assert rows["tampered_ai.png"]["verdict"] == "needs-review"
+    assert rows["stripped_ai.png"]["provenance"]["state"] == "absent"
+    assert rows["signed_capture.png"]["provenance"]["ai_declaration"] == "capture"
+    assert (out / "scan" / "report.html").is_file() and (out / "mlflow.db").is_file()
+    runs = json.loads(
+        runner.invoke(
+            app, ["runs", "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", "--json"]
+        ).stdout
+    )["runs"]
+    assert {"train-detector", "train-generator"} <= {
+        r["tags"].get("task", r["experiment"]) for r in runs
+    } | {r["experiment"] for r in runs}
+    # a second run resumes: models, data and detectors are reused, not made again
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "--device", "cpu", "--json"])
+    again = json.loads(r.stdout)
+    assert again["generation"]["generated"] == 0
+    assert again["dataset"]["items"] == data["dataset"]["items"]
 
 
 def test_metadata_command(tmp_path, photo):

@@ -1,0 +1,231 @@
+"""Scan speed and memory, measured in one run on the same files.
+
+``python -m benchmarks.scan [--quick] [--device cpu|cuda] [--model resnet50] [--size 224]``
+prints JSON. Files: JPEG and PNG photo crops in ``0_real/`` and ``1_fake/`` plus a few MP4
+clips; one timm detector (weights untouched: speed does not depend on them).
+
+- ``scan_files_per_s``: ``deepaudit scan`` (workers, provenance, metadata, watermark,
+  batched detector) over the files;
+- ``decode_files_per_s``, ``provenance_files_per_s``, ``inference_images_per_s`` (on
+  pre-decoded crops): each stage alone, in this process;
+- ``bound_files_per_s`` = 1 / Σ(1 / stage rate): what the stages allow one core to do, and
+  ``scan_vs_bound`` (goal ≥ 0.9; above 1 where worker processes overlap stages);
+- ``peer_images_per_s``: the CNNDetection-style loop (torchvision ImageFolder + DataLoader,
+  CenterCrop, batch 32, 2 workers, the same model) and ``scan_vs_peer`` (goal ≥ 2);
+- ``peak_rss_mb`` of a scan over N and 10×N files (the 10×N set copies the files under
+  new names) and their ratio (goal ≤ 1.1: memory flat in the number of files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _make_files(root: Path, n: int, side: int, clips: int) -> list[Path]:
+    from deepaudit.demo import pan_clip
+    from deepaudit.media import write_image, write_video
+    from deepaudit.photos import builtin_photos
+
+    photos = [p.image for p in builtin_photos()]
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        s = min(side, h, w)
+        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        crop = np.ascontiguousarray(img[y : y + s, x : x + s])
+        folder = root / ("1_fake" if i % 2 else "0_real")
+        ext = ".jpg" if i % 3 else ".png"
+        files.append(write_image(folder / f"{i:05d}{ext}", crop, quality=90))
+    for i in range(clips):
+        frames = pan_clip(photos[i % len(photos)], frames=24, size=min(side, 256))
+        files.append(write_video(root / "0_real" / f"clip{i}.mp4", frames, fps=12).path)
+    return files
+
+
+def _peak_rss_of_scan(paths: list[Path], out: Path, det: Path, workers: int, device: str) -> float:
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepaudit",
+        "scan",
+        *map(str, paths),
+        "-o",
+        str(out),
+        "-d",
+        str(det),
+        "--workers",
+        str(workers),
+        "--device",
+        device,
+        "--json",
+    ]
+    code = (
+        "import resource, subprocess, sys, json\n"
+        f"p = subprocess.run({cmd!r}, capture_output=True)\n"
+        "assert p.returncode == 0, p.stderr[-2000:]\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def run(
+    *,
+    quick: bool = False,
+    device: str = "cpu",
+    model: str | None = None,
+    size: int | None = None,
+    workers: int | None = None,
+) -> dict:
+    import torch
+
+    from audit.provenance import inspect_provenance
+    from audit.scan import run_scan
+    from deepaudit.credentials import make_context
+    from deepaudit.media import read_image, read_video
+    from detectors import create_detector
+    from detectors.data import crop
+
+    model = model or ("resnet10t" if quick else "resnet50")
+    size = size or (64 if quick else 224)
+    n = 48 if quick else 400
+    clips = 2 if quick else 6
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        files = _make_files(data, n, 2 * size if quick else 512, clips)
+        det_dir = root / "det"
+        det = create_detector("timm", model=model, input_size=size, device=device)
+        det.save_pretrained(det_dir)
+
+        t = time.perf_counter()
+        summary = run_scan(
+            [data], root / "scan", detectors=[det_dir], workers=workers, device=device, report=False
+        )
+        t_scan = time.perf_counter() - t
+        assert summary.files == len(files), summary.to_json()
+
+        t = time.perf_counter()
+        decoded = []
+        for f in files:
+            if f.suffix == ".mp4":
+                decoded.extend(read_video(f, num_frames=8).frames)
+            else:
+                decoded.append(read_image(f))
+        t_decode = time.perf_counter() - t
+        crops = np.stack([crop(im, size) for im in decoded])
+        det._policy = None
+        det.predict_crops(crops[:8])
+        t = time.perf_counter()
+        for i in range(0, len(crops), 32):
+            det.predict_crops(crops[i : i + 32])
+        t_infer = time.perf_counter() - t
+        ctx = make_context()
+        t = time.perf_counter()
+        for f in files:
+            inspect_provenance(f, context=ctx)
+        t_prov = time.perf_counter() - t
+
+        rates = {
+            "decode_files_per_s": len(files) / t_decode,
+            "provenance_files_per_s": len(files) / t_prov,
+            "inference_images_per_s": len(crops) / t_infer,
+        }
+        # a file costs decode + provenance + its share of inference (videos: 8 frames)
+        per_file_infer = t_infer / len(files)
+        bound = 1.0 / (
+            1 / rates["decode_files_per_s"] + 1 / rates["provenance_files_per_s"] + per_file_infer
+        )
+        scan_rate = len(files) / t_scan
+
+        # the peer: CNNDetection's evaluation loop over 0_real/1_fake
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+
+        images = [f for f in files if f.suffix != ".mp4"]
+        tf = transforms.Compose(
+            [
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
+        ds = datasets.ImageFolder(
+            str(data), transform=tf, is_valid_file=lambda p: not p.endswith(".mp4")
+        )
+        loader = DataLoader(ds, batch_size=32, num_workers=2)
+        net = det.module.net.to(device).eval()
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for x, _ in loader:
+                torch.sigmoid(net(x.to(device)))
+        t_peer = time.perf_counter() - t
+        peer = len(images) / t_peer
+        # the same images through the scan alone, for a like-for-like ratio
+        t = time.perf_counter()
+        run_scan(
+            [data / "0_real", data / "1_fake"],
+            root / "scan_images",
+            detectors=[det_dir],
+            workers=workers,
+            device=device,
+            report=False,
+        )
+        scan_images = len(files) / (time.perf_counter() - t)
+
+        big = root / "big"
+        for k in range(10):
+            for f in files:
+                dst = big / f"{k}" / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)  # new files (links would be deduplicated by inode)
+        w = workers if workers is not None else 1
+        rss_n = _peak_rss_of_scan([data], root / "rss_n", det_dir, w, device)
+        rss_10n = _peak_rss_of_scan([big], root / "rss_10n", det_dir, w, device)
+    return {
+        "device": device,
+        "model": model,
+        "crop": size,
+        "files": len(files),
+        "videos": clips,
+        "scan_files_per_s": round(scan_rate, 2),
+        **{k: round(v, 2) for k, v in rates.items()},
+        "bound_files_per_s": round(bound, 2),
+        "scan_vs_bound": round(scan_rate / bound, 3),
+        "peer_images_per_s": round(peer, 2),
+        "scan_images_per_s": round(scan_images, 2),
+        "scan_vs_peer": round(scan_images / peer, 3),
+        "peak_rss_mb": {"n": round(rss_n, 1), "10n": round(rss_10n, 1)},
+        "rss_ratio_10n_vs_n": round(rss_10n / rss_n, 3),
+        "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="48 files, resnet10t at 64².")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    a = parser.parse_args(argv)
+    res = run(quick=a.quick, device=a.device, model=a.model, size=a.size, workers=a.workers)
+    json.dump(res, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
