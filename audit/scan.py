@@ -324,6 +324,7 @@ def run_scan(
     device: str = "auto",
     limit: int | None = None,
     restart: bool = False,
+    precision: str = "auto",
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks)."""
@@ -334,7 +335,10 @@ def run_scan(
     started = time.perf_counter()
     loaded: list[_LoadedDetector] = []
     for d in detectors:
-        det = load_detector(d, **({"device": device} if _takes_device(d) else {}))
+        extra = {"device": device} if _takes_device(d) else {}
+        if precision != "auto" and _takes_precision(d):
+            extra["precision"] = precision
+        det = load_detector(d, **extra)
         name = Path(d).name
         loaded.append(
             _LoadedDetector(name, det, det.input_size, det.threshold, det.kind == "video")
@@ -464,6 +468,14 @@ def _anchors_digest(anchors: Any) -> str | None:
     from deepaudit.credentials import read_trust_anchors
 
     return hashlib.sha256(read_trust_anchors(anchors).encode()).hexdigest()[:16]
+
+
+def _takes_precision(path: Any) -> bool:
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return cfg.get("detector") in ("timm", "npr")
 
 
 def _takes_device(path: Any) -> bool:

@@ -1106,6 +1106,13 @@ def scan(
     csv: Annotated[bool, typer.Option("--csv", help="Also write results.csv.")] = False,
     device: Annotated[str, typer.Option(help="Detector device: auto, cpu, cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Files per detector batch (and per flush).")] = 32,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Network detectors: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 "
+            "(CPUs with bf16 units: ~2x faster, scores differ by ~0.01)."
+        ),
+    ] = "auto",
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget earlier results in --out and scan everything.")
     ] = False,
@@ -1136,6 +1143,7 @@ def scan(
             device=device,
             batch_size=batch_size,
             restart=restart,
+            precision=precision,
             progress=lambda n, total: update(n, total or 0),
         )
     data = summary.to_json()
