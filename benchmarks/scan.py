@@ -186,7 +186,16 @@ def run(
             str(data), transform=tf, is_valid_file=lambda p: not p.endswith(".mp4")
         )
         loader = DataLoader(ds, batch_size=32, num_workers=2)
-        net = det.module.net.to(device).eval()
+        # the peer's own copy of the weights, in PyTorch's default (contiguous) layout as
+        # CNNDetection runs it; our detector switched its copy to channels_last
+        import copy
+
+        net = (
+            copy.deepcopy(det.module.net)
+            .to(device)
+            .eval()
+            .to(memory_format=torch.contiguous_format)
+        )
         t = time.perf_counter()
         with torch.inference_mode():
             for x, _ in loader:
