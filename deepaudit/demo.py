@@ -101,8 +101,7 @@ def run_demo(
 
     from audit.scan import run_scan
     from deepaudit.credentials import load_signing_credentials, make_demo_credentials, sign_file
-    from deepaudit.manifest import ManifestItem, ManifestWriter, read_manifest
-    from deepaudit.media import file_sha256, write_image
+    from deepaudit.manifest import read_manifest
     from deepaudit.tracking import Tracker, default_tracking_uri
     from detectors import create_detector
     from detectors.data import load_items
@@ -110,7 +109,12 @@ def run_demo(
     from detectors.train import train_detector
     from generators.suite import load_suite, run_suite
     from generators.tiny_pipelines import write_tiny_pipeline
-    from generators.training import TrainConfig, _CropSampler, load_training_images, train_diffusion
+    from generators.training import (
+        TrainConfig,
+        load_training_images,
+        train_diffusion,
+        write_real_crops,
+    )
     from generators.video import VideoTrainConfig, load_training_clips, train_video_diffusion
 
     say = on_step or (lambda msg: None)
@@ -139,24 +143,7 @@ def run_demo(
     data = root / "dataset"
     photos = load_training_images(None)
     if not (data / "manifest.jsonl").is_file():
-        x, _ = _CropSampler(photos, 32, seed=2024).batch(cfg["real"])
-        crops = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-        with ManifestWriter(data) as w:
-            for i, im in enumerate(crops):
-                p = write_image(data / "real" / f"{i:05d}.png", im)
-                w.write(
-                    ManifestItem(
-                        id=f"real/{i:05d}",
-                        path=p.relative_to(data).as_posix(),
-                        sha256=file_sha256(p),
-                        kind="image",
-                        label="real",
-                        source="builtin-photos",
-                        width=32,
-                        height=32,
-                        attributes={"group": "ab"[i % 2]},
-                    )
-                )
+        write_real_crops(data, cfg["real"], size=32, seed=2024, data=photos)
     lap("real_set", t0)
     say(
         f"real set: {cfg['real']} 32x32 crops of {len(photos.images)} built-in photos "

@@ -50,3 +50,18 @@ class Generator(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+class BatchedGenerator:
+    """Base for generators that sample ``batch_size`` requests at a time in ``_batch``."""
+
+    batch_size: int = 16
+
+    def _batch(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
+        raise NotImplementedError
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
+        out: list[GeneratedItem] = []
+        for i in range(0, len(requests), self.batch_size):
+            out.extend(self._batch(requests[i : i + self.batch_size]))
+        return out

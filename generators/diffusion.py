@@ -20,7 +20,7 @@ import numpy as np
 from deepaudit.errors import DependencyError
 from deepaudit.manifest import GeneratorInfo
 from generators._registry import register_generator
-from generators.base import GeneratedItem, GenerationRequest
+from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
 from generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
 from generators.training import META_NAME
 
@@ -77,7 +77,7 @@ def load_diffusion_model(path: str | os.PathLike[str], *, device: Any = "cpu") -
     return DiffusionModel(root, unet, vae, sched_cfg, meta)
 
 
-class TinyDiffusionGenerator:
+class TinyDiffusionGenerator(BatchedGenerator):
     """Unconditional or class-conditional sampling of a model trained here."""
 
     kind = "image"
@@ -127,12 +127,6 @@ class TinyDiffusionGenerator:
             "classes": self.model.classes,
             "image_size": self.model.meta.get("image_size"),
         }
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
-        out: list[GeneratedItem] = []
-        for i in range(0, len(requests), self.batch_size):
-            out.extend(self._batch(requests[i : i + self.batch_size]))
-        return out
 
     def _batch(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
         import torch

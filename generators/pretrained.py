@@ -27,7 +27,7 @@ import numpy as np
 from deepaudit.errors import DependencyError
 from deepaudit.manifest import GeneratorInfo
 from generators._registry import register_generator
-from generators.base import GeneratedItem, GenerationRequest
+from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
 from generators.samplers import make_scheduler
 
 __all__ = ["PretrainedPipelineGenerator", "default_inpaint_mask"]
@@ -64,7 +64,7 @@ def default_inpaint_mask(height: int, width: int, seed: int) -> np.ndarray:
     return mask
 
 
-class PretrainedPipelineGenerator:
+class PretrainedPipelineGenerator(BatchedGenerator):
     """A diffusers pipeline from a local folder, driven by generation requests."""
 
     def __init__(
@@ -139,12 +139,6 @@ class PretrainedPipelineGenerator:
             "steps": self.steps,
             "guidance": self.guidance,
         }
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
-        out: list[GeneratedItem] = []
-        for i in range(0, len(requests), self.batch_size):
-            out.extend(self._batch(requests[i : i + self.batch_size]))
-        return out
 
     def _batch(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
         import torch

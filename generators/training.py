@@ -32,7 +32,13 @@ import numpy as np
 
 from deepaudit.errors import DeepauditError
 
-__all__ = ["TrainConfig", "TrainingImages", "load_training_images", "train_diffusion"]
+__all__ = [
+    "TrainConfig",
+    "TrainingImages",
+    "load_training_images",
+    "train_diffusion",
+    "write_real_crops",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -496,3 +502,44 @@ def _export(out: Path, config, data, unet, vae, state, device: str, seconds: flo
 
 def classes_of(model_dir: str | os.PathLike[str]) -> Sequence[str]:
     return json.loads((Path(model_dir) / META_NAME).read_text()).get("classes", [])
+
+
+def write_real_crops(
+    out_dir: str | os.PathLike[str],
+    n: int,
+    *,
+    size: int = 32,
+    seed: int = 0,
+    data: TrainingImages | None = None,
+    source: str = "builtin-photos",
+) -> Path:
+    """A real set drawn like the generators' training crops: ``n`` random ``size``² crops
+    of an image pyramid of the real photos, as PNG + manifest (attribute ``group`` a/b
+    alternating, for audits to have groups). The synthetic set should match it in size and
+    format, or a detector learns the difference in format instead of content."""
+    from deepaudit.manifest import ManifestItem, ManifestWriter
+    from deepaudit.media import file_sha256, write_image
+
+    root = Path(out_dir)
+    x, _ = _CropSampler(data or load_training_images(None), size, seed).batch(n)
+    crops = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    with ManifestWriter(root) as w:
+        for i, im in enumerate(crops):
+            item_id = f"real/{i:05d}"
+            if item_id in w:
+                continue
+            p = write_image(root / "real" / f"{i:05d}.png", im)
+            w.write(
+                ManifestItem(
+                    id=item_id,
+                    path=p.relative_to(root).as_posix(),
+                    sha256=file_sha256(p),
+                    kind="image",
+                    label="real",
+                    source=source,
+                    width=size,
+                    height=size,
+                    attributes={"group": "ab"[i % 2]},
+                )
+            )
+    return root

@@ -26,7 +26,7 @@ import numpy as np
 from deepaudit.errors import DeepauditError, DependencyError
 from deepaudit.manifest import GeneratorInfo
 from generators._registry import register_generator
-from generators.base import GeneratedItem, GenerationRequest
+from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
 from generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
 from generators.training import META_NAME, _load_state, _save_state
 
@@ -278,7 +278,7 @@ def train_video_diffusion(
             run_cm.__exit__(*exc_info)
 
 
-class VideoDiffusionGenerator:
+class VideoDiffusionGenerator(BatchedGenerator):
     """Sample clips from a video model trained here."""
 
     kind = "video"
@@ -329,12 +329,6 @@ class VideoDiffusionGenerator:
             "frames": self.meta["frames"],
             "image_size": self.meta["image_size"],
         }
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
-        out: list[GeneratedItem] = []
-        for i in range(0, len(requests), self.batch_size):
-            out.extend(self._batch(requests[i : i + self.batch_size]))
-        return out
 
     def _batch(self, requests: Sequence[GenerationRequest]) -> list[GeneratedItem]:
         import torch

@@ -62,28 +62,12 @@ def pixel_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def detector_data(tmp_path_factory, pixel_model):
     """A split manifest: 64 real 32² photo crops and 64 pixel-DDPM samples (two samplers)."""
-    from deepaudit.manifest import ManifestItem, ManifestWriter, read_manifest
-    from deepaudit.media import file_sha256, write_image
+    from deepaudit.manifest import read_manifest
     from generators.suite import load_suite, run_suite
-    from generators.training import _CropSampler, load_training_images
+    from generators.training import write_real_crops
 
     root = tmp_path_factory.mktemp("detdata")
-    x, _ = _CropSampler(load_training_images(None), 32, seed=99).batch(64)
-    crops = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-    with ManifestWriter(root) as w:
-        for i, im in enumerate(crops):
-            p = write_image(root / "real" / f"{i:03d}.png", im)
-            w.write(
-                ManifestItem(
-                    id=f"real/{i:03d}",
-                    path=p.relative_to(root).as_posix(),
-                    sha256=file_sha256(p),
-                    kind="image",
-                    label="real",
-                    source="photos",
-                    attributes={"group": "ab"[i % 2]},
-                )
-            )
+    write_real_crops(root, 64, size=32, seed=99, source="photos")
     spec = root / "suite.toml"
     spec.write_text(
         f'[suite]\nbatch_size = 32\n[[generate]]\ngenerator = "pixel-ddim"\n'
