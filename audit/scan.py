@@ -200,6 +200,12 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["sha256"] = file_sha256(p)
         guess = sniff_format(p)
         rec["kind"], rec["format"] = guess.kind, guess.format
+        if guess.format in ("gif", "webp", "png"):  # animated GIF/WebP/APNG are clips
+            from deepaudit.media import probe
+
+            with contextlib.suppress(DeepauditError):
+                if probe(p, verify=False).kind == "video":
+                    rec["kind"] = "video"
     except DeepauditError as exc:
         rec["kind"] = rec.get("kind", "other")
         rec["error"] = {"class": type(exc).__name__, "message": str(exc)}

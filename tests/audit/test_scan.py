@@ -193,3 +193,15 @@ def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, spectral, dete
     assert done.returncode == 0, done.stderr[-1500:]
     paths = [json.loads(line)["path"] for line in results.read_text().splitlines()]
     assert len(paths) == len(set(paths)) == 60
+
+
+def test_animated_gif_is_scanned_as_a_clip(tmp_path, clip, spectral):
+    box = tmp_path / "gifs"
+    box.mkdir()
+    write_video(box / "anim.gif", clip, fps=8)
+    write_image(box / "still.gif", clip[0])
+    run_scan([box], tmp_path / "scan", detectors=[spectral], workers=0, frames=4)
+    rows = _rows(tmp_path / "scan")
+    assert rows["anim.gif"]["kind"] == "video" and rows["anim.gif"]["frames_sampled"] == 4
+    assert rows["still.gif"]["kind"] == "image"
+    assert "spectral" in rows["anim.gif"]["scores"]
