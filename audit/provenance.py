@@ -29,6 +29,8 @@ __all__ = [
     "ManifestSummary",
     "ProvenanceRecord",
     "SignerInfo",
+    "audit_file",
+    "image_signals",
     "inspect_provenance",
     "interpret",
 ]
@@ -448,8 +450,6 @@ def audit_file(
     ``kind`` (``"image"``/``"video"``) skips sniffing when the caller knows it. Metadata and
     watermark failures are recorded in their own entries and never hide the C2PA result.
     """
-    from audit.metadata import read_ai_metadata
-    from audit.watermark import detect_watermark
     from deepaudit.errors import DeepauditError
     from deepaudit.media import read_image, sniff_format
 
@@ -462,14 +462,43 @@ def audit_file(
             kind = "other"
     out["metadata"] = None
     out["watermark"] = None
-    if check_metadata and kind == "image":
+    if kind == "image" and (check_metadata or check_watermark):
+        image = None
+        if check_watermark:
+            try:
+                image = read_image(path)
+            except DeepauditError as exc:
+                out["watermark"] = _error(exc)
+        out.update(image_signals(path, image, metadata=check_metadata, watermark=image is not None))
+    return out
+
+
+def image_signals(
+    path: str | os.PathLike[str],
+    image: Any = None,
+    *,
+    metadata: bool = True,
+    watermark: bool = True,
+) -> dict[str, Any]:
+    """``metadata`` and ``watermark`` entries of an image file (``image``: its decoded
+    pixels, for the watermark); a failure is recorded in its entry, never raised."""
+    from audit.metadata import read_ai_metadata
+    from audit.watermark import detect_watermark
+    from deepaudit.errors import DeepauditError
+
+    out: dict[str, Any] = {}
+    if metadata:
         try:
             out["metadata"] = read_ai_metadata(path).to_json()
         except DeepauditError as exc:
-            out["metadata"] = {"error": {"class": type(exc).__name__, "message": str(exc)}}
-    if check_watermark and kind == "image":
+            out["metadata"] = _error(exc)
+    if watermark and image is not None:
         try:
-            out["watermark"] = detect_watermark(read_image(path)).to_json()
-        except (DeepauditError, ValueError) as exc:
-            out["watermark"] = {"error": {"class": type(exc).__name__, "message": str(exc)}}
+            out["watermark"] = detect_watermark(image).to_json()
+        except ValueError as exc:  # not an H×W×3 image
+            out["watermark"] = _error(exc)
     return out
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"error": {"class": type(exc).__name__, "message": str(exc)}}

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HtmlReport", "write_scan_report"]
+__all__ = ["HtmlReport", "fmt_value", "write_fairness_report", "write_scan_report"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -71,7 +71,7 @@ class HtmlReport:
             out.append("<tr>")
             for i, cell in enumerate(row):
                 num = isinstance(cell, (int, float)) and not isinstance(cell, bool)
-                text = _fmt(cell)
+                text = fmt_value(cell)
                 body = text if i in raw_cols else html.escape(text)
                 out.append(f'<td class="num">{body}</td>' if num else f"<td>{body}</td>")
             out.append("</tr>")
@@ -116,11 +116,12 @@ class HtmlReport:
         return p
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any, spec: str = ".4g") -> str:
+    """A number for people: floats to ``spec``, None as n/a."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return format(v, spec)
     return str(v)
 
 
@@ -244,9 +245,9 @@ def write_fairness_report(
         )
         rep.paragraph(
             f"Error rates across these groups are {verdict}: "
-            f"FPR gap {_fmt(gap.get('fpr_max_minus_min'))}, "
-            f"FNR gap {_fmt(gap.get('fnr_max_minus_min'))}, "
-            f"worst-group AUC {_fmt(gap.get('worst_group_auc'))} "
+            f"FPR gap {fmt_value(gap.get('fpr_max_minus_min'))}, "
+            f"FNR gap {fmt_value(gap.get('fnr_max_minus_min'))}, "
+            f"worst-group AUC {fmt_value(gap.get('worst_group_auc'))} "
             f"({gap.get('worst_group') or 'n/a'})."
         )
         rows = []
@@ -256,7 +257,11 @@ def write_fairness_report(
             def with_ci(k: str, g=g, ci=ci) -> str:
                 v = g.metrics.get(k)
                 lo, hi = ci.get(k, (None, None))
-                return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else _fmt(v)
+                return (
+                    f"{fmt_value(v)} [{fmt_value(lo)}, {fmt_value(hi)}]"
+                    if lo is not None
+                    else fmt_value(v)
+                )
 
             rows.append(
                 (
@@ -265,8 +270,8 @@ def write_fairness_report(
                     g.n_real,
                     g.n_synthetic,
                     with_ci("auc"),
-                    _fmt(g.metrics.get("ap")),
-                    _fmt(g.metrics.get("eer")),
+                    fmt_value(g.metrics.get("ap")),
+                    fmt_value(g.metrics.get("eer")),
                     with_ci("fpr"),
                     with_ci("fnr"),
                     with_ci("accuracy"),

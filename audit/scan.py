@@ -182,9 +182,7 @@ def _context(anchors: str | None):
 
 def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     """Everything about one file except detector scores; never raises for the file's content."""
-    from audit.metadata import read_ai_metadata
-    from audit.provenance import inspect_provenance
-    from audit.watermark import detect_watermark
+    from audit.provenance import image_signals, inspect_provenance
     from deepaudit.errors import DeepauditError
     from deepaudit.media import file_sha256, read_image, read_video, sniff_format
     from detectors.data import crop
@@ -228,14 +226,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         if rec["kind"] == "image":
             img = read_image(p)
             rec["width"], rec["height"] = int(img.shape[1]), int(img.shape[0])
-            if opts.metadata:
-                with contextlib.suppress(DeepauditError):
-                    rec["metadata"] = read_ai_metadata(p).to_json()
-            if opts.watermark:
-                try:
-                    rec["watermark"] = detect_watermark(img).to_json()
-                except ValueError as exc:
-                    rec["watermark"] = {"detected": False, "skipped": str(exc)}
+            rec.update(image_signals(p, img, metadata=opts.metadata, watermark=opts.watermark))
             for s in opts.crop_sizes:
                 crops[s] = crop(img, s)[None]
         elif rec["kind"] == "video":
@@ -341,10 +332,7 @@ def run_scan(
     started = time.perf_counter()
     loaded: list[_LoadedDetector] = []
     for d in detectors:
-        extra = {"device": device} if _takes_device(d) else {}
-        if precision != "auto" and _takes_precision(d):
-            extra["precision"] = precision
-        det = load_detector(d, **extra)
+        det = load_detector(d, device=device, precision=None if precision == "auto" else precision)
         name = Path(d).name
         loaded.append(
             _LoadedDetector(name, det, det.input_size, det.threshold, det.kind == "video")
@@ -474,22 +462,6 @@ def _anchors_digest(anchors: Any) -> str | None:
     from deepaudit.credentials import read_trust_anchors
 
     return hashlib.sha256(read_trust_anchors(anchors).encode()).hexdigest()[:16]
-
-
-def _takes_precision(path: Any) -> bool:
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return cfg.get("detector") in ("timm", "npr")
-
-
-def _takes_device(path: Any) -> bool:
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return cfg.get("detector") in ("timm", "npr", "probe", "reconstruction")
 
 
 def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit: int | None):

@@ -44,11 +44,9 @@ def _row(*cells: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
+    from audit.report import fmt_value
+
+    return fmt_value(v, ".3f")
 
 
 def write_model_card(

@@ -979,9 +979,7 @@ def train(
                 "for calibrated thresholds and test metrics",
                 markup=False,
             )
-        cfg = {"input_size": input_size, **opts}
-        if detector in ("timm", "npr", "probe", "reconstruction"):
-            cfg.setdefault("device", device)
+        cfg = {"input_size": input_size, "device": device, **opts}
         det = create_detector(detector, **cfg)
         with _progress(f"training {detector}") as update:
             metrics = train_detector(

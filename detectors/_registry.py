@@ -46,17 +46,41 @@ def detector_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def create_detector(name: str, **cfg: Any) -> Any:
-    """A fresh (untrained) detector; unknown names and options raise clear errors."""
+def _runtime(cls: type, device: str | None, precision: str | None) -> dict[str, Any]:
+    """``device``/``precision`` for the classes that take them (spectral runs anywhere)."""
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {"device": device, "precision": precision}
+    return {k: v for k, v in given.items() if v is not None and k in accepted}
+
+
+def create_detector(
+    name: str, *, device: str | None = None, precision: str | None = None, **cfg: Any
+) -> Any:
+    """A fresh (untrained) detector; unknown names and options raise clear errors.
+
+    ``device`` and ``precision`` go to the detectors that run on one and are ignored by the
+    others, so callers need not know which detector needs what.
+    """
     cls = detector_class(name)
     try:
-        return cls(**cfg)
+        return cls(**cfg, **_runtime(cls, device, precision))
     except TypeError as exc:
         raise ValueError(f"detector {name!r}: {exc}") from None
 
 
-def load_detector(path: str | os.PathLike[str], **overrides: Any) -> Any:
-    """Load a trained detector folder (``config.json`` + weights); never unpickles."""
+def load_detector(
+    path: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    **overrides: Any,
+) -> Any:
+    """Load a trained detector folder (``config.json`` + weights); never unpickles.
+
+    ``device``/``precision`` apply where the detector takes them (as in create_detector).
+    """
     root = Path(path)
     cfg_path = root / CONFIG_NAME
     if not cfg_path.is_file():
@@ -72,4 +96,4 @@ def load_detector(path: str | os.PathLike[str], **overrides: Any) -> Any:
         cls = detector_class(name)
     except ValueError as exc:
         raise DeepauditError(f"{cfg_path}: {exc}") from None
-    return cls.from_pretrained(root, config, **overrides)
+    return cls.from_pretrained(root, config, **overrides, **_runtime(cls, device, precision))

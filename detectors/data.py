@@ -170,7 +170,6 @@ class CropDataset:
         seed: int = 0,
         blur_p: float = 0.0,
         jpeg_p: float = 0.0,
-        perturb: Any = None,
         cache_bytes: int = 2 << 30,
     ) -> None:
         self.items = items.items
@@ -178,7 +177,6 @@ class CropDataset:
         self.train = train
         self.seed = seed
         self.blur_p, self.jpeg_p = blur_p, jpeg_p
-        self.perturb = perturb
         self.cache_bytes = cache_bytes
         self._cache: dict[int, np.ndarray] = {}
         self._cached = 0
@@ -206,14 +204,12 @@ class CropDataset:
                 self._cached += img.nbytes
         if self.train:
             rng = np.random.default_rng((self.seed, epoch, idx))
+            # blur and JPEG keep the size, so the random crop is the final one
             img = augment(
                 crop(img, self.size, rng=rng), rng, blur_p=self.blur_p, jpeg_p=self.jpeg_p
             )
-            img = crop(img, self.size)  # augmentation may not change size, but be sure
         else:
             img = crop(img, self.size)
-            if self.perturb is not None:
-                img = crop(self.perturb(img), self.size)
         t = torch.from_numpy(np.array(img)).permute(2, 0, 1)
         return t, item.label, 1
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from deepaudit.checkpoints import find_checkpoint, write_checkpoint
 from deepaudit.errors import DeepauditError
 from detectors.data import CropDataset, EpochSampler, ItemSet
 
@@ -105,7 +106,7 @@ def fit_network(
     best_state = None
     bad_epochs = 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and resume and (ckpt / "state.pt").is_file():
+    if ckpt is not None and resume and find_checkpoint(ckpt) is not None:
         from safetensors.torch import load_file
 
         module.load_state_dict(load_file(ckpt / "model.safetensors"))
@@ -219,24 +220,15 @@ def _checkpoint(ckpt: Path, module, opt, best_state, history, bad_epochs) -> Non
     import torch
     from safetensors.torch import save_file
 
-    tmp = ckpt.with_name(ckpt.name + ".part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-        tmp / "model.safetensors",
-    )
-    if best_state is not None:
-        save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
-    torch.save({"opt": opt.state_dict(), "bad_epochs": bad_epochs}, tmp / "state.pt")
-    (tmp / "history.json").write_text(json.dumps(history, default=float))
-    old = ckpt.with_name(ckpt.name + ".old")
-    if ckpt.exists():
-        os.replace(ckpt, old)
-    os.replace(tmp, ckpt)
-    if old.exists():
-        shutil.rmtree(old)
+    with write_checkpoint(ckpt) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+            tmp / "model.safetensors",
+        )
+        if best_state is not None:
+            save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
+        torch.save({"opt": opt.state_dict(), "bad_epochs": bad_epochs}, tmp / "state.pt")
+        (tmp / "history.json").write_text(json.dumps(history, default=float))
 
 
 def score_items(

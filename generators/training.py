@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from deepaudit.checkpoints import find_checkpoint, write_checkpoint
 from deepaudit.errors import DeepauditError
 
 __all__ = [
@@ -325,10 +326,7 @@ def train_diffusion(
     opt_ae = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr)
 
-    old = ckpt.with_name(ckpt.name + ".old")
-    if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
-        os.replace(old, ckpt)
-    if ckpt.is_dir() and resume:
+    if find_checkpoint(ckpt) is not None and resume:
         saved = json.loads((ckpt / "config.json").read_text())
         if saved != config.to_json():
             raise DeepauditError(
@@ -442,33 +440,23 @@ def train_diffusion(
 
 
 def _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen) -> None:
-    """Write a complete checkpoint beside the old one, then swap folders (never half a one)."""
     import torch
 
-    tmp = ckpt.with_name(ckpt.name + ".part")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    _save_state(tmp / "unet.safetensors", unet)
-    if vae is not None:
-        _save_state(tmp / "vae.safetensors", vae)
-    blob = {
-        "opt": opt.state_dict(),
-        "opt_ae": opt_ae.state_dict() if opt_ae is not None else None,
-        "torch_rng": gen.get_state(),
-        "torch_global_rng": torch.get_rng_state(),
-    }
-    torch.save(blob, tmp / "state.pt")
-    progress = {"state": dict(state), "numpy_rng": sampler.rng.bit_generator.state}
-    (tmp / "progress.json").write_text(json.dumps(progress))
-    (tmp / "config.json").write_text(json.dumps(config.to_json()))
-    (tmp / "classes.json").write_text(json.dumps(data.classes))
-    old = ckpt.with_name(ckpt.name + ".old")
-    if ckpt.exists():
-        os.replace(ckpt, old)
-    os.replace(tmp, ckpt)
-    if old.exists():
-        shutil.rmtree(old)
+    with write_checkpoint(ckpt) as tmp:
+        _save_state(tmp / "unet.safetensors", unet)
+        if vae is not None:
+            _save_state(tmp / "vae.safetensors", vae)
+        blob = {
+            "opt": opt.state_dict(),
+            "opt_ae": opt_ae.state_dict() if opt_ae is not None else None,
+            "torch_rng": gen.get_state(),
+            "torch_global_rng": torch.get_rng_state(),
+        }
+        torch.save(blob, tmp / "state.pt")
+        progress = {"state": dict(state), "numpy_rng": sampler.rng.bit_generator.state}
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        (tmp / "config.json").write_text(json.dumps(config.to_json()))
+        (tmp / "classes.json").write_text(json.dumps(data.classes))
 
 
 def _export(out: Path, config, data, unet, vae, state, device: str, seconds: float) -> Path:

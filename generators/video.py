@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from deepaudit.checkpoints import find_checkpoint, write_checkpoint
 from deepaudit.errors import DeepauditError, DependencyError
 from deepaudit.manifest import GeneratorInfo
 from generators._registry import register_generator
@@ -180,7 +181,7 @@ def train_video_diffusion(
     rng = np.random.default_rng(config.seed)
     data = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()  # N, C, F, H, W
     step = 0
-    if ckpt.is_dir() and resume:
+    if find_checkpoint(ckpt) is not None and resume:
         if json.loads((ckpt / "config.json").read_text()) != config.to_json():
             raise DeepauditError(f"{ckpt}: checkpoint was made with another config")
         _load_state(ckpt / "unet.safetensors", unet)
@@ -205,19 +206,13 @@ def train_video_diffusion(
     loss_val = float("nan")
 
     def save_checkpoint() -> None:
-        tmp = ckpt.with_name("checkpoint.part")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        _save_state(tmp / "unet.safetensors", unet)
-        torch.save({"opt": opt.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
-        (tmp / "progress.json").write_text(
-            json.dumps({"step": step, "numpy_rng": rng.bit_generator.state})
-        )
-        (tmp / "config.json").write_text(json.dumps(config.to_json()))
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        os.replace(tmp, ckpt)
+        with write_checkpoint(ckpt) as tmp:
+            _save_state(tmp / "unet.safetensors", unet)
+            torch.save({"opt": opt.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
+            (tmp / "progress.json").write_text(
+                json.dumps({"step": step, "numpy_rng": rng.bit_generator.state})
+            )
+            (tmp / "config.json").write_text(json.dumps(config.to_json()))
 
     exc_info: tuple = (None, None, None)
     try:

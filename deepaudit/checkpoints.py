@@ -1,0 +1,47 @@
+"""Checkpoint folders that are never half-written: built beside, then swapped in.
+
+Generator training, video training and detector training all keep their resumable state
+in one folder. :func:`write_checkpoint` yields a fresh side folder to fill; when the block
+ends the old checkpoint is moved aside, the new one renamed into place and the old one
+deleted. :func:`find_checkpoint` returns the last complete one, recovering the old folder
+when a kill fell between the two renames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["find_checkpoint", "write_checkpoint"]
+
+
+def _side(ckpt: Path, suffix: str) -> Path:
+    return ckpt.with_name(ckpt.name + suffix)
+
+
+@contextmanager
+def write_checkpoint(ckpt: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty folder to write into; it replaces ``ckpt`` when the block succeeds."""
+    ckpt = Path(ckpt)
+    tmp, old = _side(ckpt, ".part"), _side(ckpt, ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(tmp, ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def find_checkpoint(ckpt: str | os.PathLike[str]) -> Path | None:
+    """The last complete checkpoint folder, or None."""
+    ckpt = Path(ckpt)
+    old = _side(ckpt, ".old")
+    if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
+        os.replace(old, ckpt)
+    return ckpt if ckpt.is_dir() else None
