@@ -19,9 +19,11 @@ from deepaudit.credentials import (
 from deepaudit.media import write_image, write_video
 
 
-def _flip(path, marker: bytes, offset: int, out):
+def _flip(path, marker: bytes, offset: int, out, *, last: bool = False):
     data = bytearray(path.read_bytes())
-    i = data.index(marker) + offset
+    # last: the JPEG start-of-scan comes after the manifest, whose random signature bytes can
+    # hold the same two bytes; entropy-coded data cannot (0xFF is stuffed there)
+    i = (data.rindex(marker) if last else data.index(marker)) + offset
     data[i] ^= 0x5A
     out.write_bytes(bytes(data))
     return out
@@ -64,7 +66,7 @@ def test_pixel_tampering_is_invalid(signed, creds, tmp_path):
     assert rec.state == "invalid"
     assert "assertion.dataHash.mismatch" in rec.codes
     assert "do not rely" in rec.conclusion
-    jpg = _flip(signed["jpeg"], b"\xff\xda", 200, tmp_path / "t.jpg")
+    jpg = _flip(signed["jpeg"], b"\xff\xda", 200, tmp_path / "t.jpg", last=True)
     assert "assertion.dataHash.mismatch" in inspect_provenance(jpg).codes
     mp4 = _flip(signed["mp4"], b"mdat", 64, tmp_path / "t.mp4")
     rec = inspect_provenance(mp4)
