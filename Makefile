@@ -26,6 +26,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
+	$(BIN)/python tools/check_layers.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

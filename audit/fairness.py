@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from deepaudit.detectors.metrics import ap, auc, bootstrap_ci, eer
 from deepaudit.errors import DeepauditError
-from detectors.metrics import ap, auc, bootstrap_ci, eer
 
 __all__ = ["FairnessReport", "GroupResult", "fairness_audit", "gap_metrics", "load_predictions"]
 

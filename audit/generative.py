@@ -147,16 +147,16 @@ def audit_generator(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Audit the generator ``source`` (default: every synthetic item) of a dataset folder."""
-    from audit.metadata import read_ai_metadata
-    from audit.provenance import inspect_provenance
-    from audit.watermark import detect_watermark
-    from deepaudit.credentials import make_context
+    from deepaudit.audit.metadata import read_ai_metadata
+    from deepaudit.audit.provenance import inspect_provenance
+    from deepaudit.audit.watermark import detect_watermark
+    from deepaudit.c2pa_layer import make_context
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.inference import score_items
+    from deepaudit.detectors.metrics import auc
     from deepaudit.manifest import read_manifest
     from deepaudit.media import read_image
-    from detectors import load_detector
-    from detectors.data import load_items
-    from detectors.metrics import auc
-    from detectors.train import score_items
 
     m = read_manifest(dataset)
     synth = [
@@ -214,7 +214,7 @@ def audit_generator(
         reals = [i for i in all_items if i.label == 0]
         if not reals:
             raise DeepauditError(f"{real_root}: no real images to compare against")
-        from detectors.data import ItemSet, LabeledItem
+        from deepaudit.detectors.data import ItemSet, LabeledItem
 
         ours = [
             LabeledItem(it.id, m.resolve(it), 1, source=it.source, generator=it.source)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deepaudit.errors import MediaError
+from deepaudit.iptc import Claim, claim_of
 
 __all__ = [
     "MetadataReport",
@@ -32,29 +33,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Strength = Literal["strong", "moderate", "weak"]
-Claim = Literal["ai-generated", "ai-edited", "capture", "other"]
 
-IPTC_SOURCE_TYPES: dict[str, Claim] = {
-    "trainedAlgorithmicMedia": "ai-generated",
-    "trainedAlgorithmicData": "ai-generated",  # older spelling seen in early C2PA files
-    "compositeWithTrainedAlgorithmicMedia": "ai-edited",
-    "algorithmicallyEnhanced": "ai-edited",
-    "compositeSynthetic": "ai-edited",
-    "algorithmicMedia": "other",  # made by an algorithm without training data (e.g. fractals)
-    "digitalCapture": "capture",
-    "computationalCapture": "capture",
-    "negativeFilm": "capture",
-    "positiveFilm": "capture",
-    "print": "capture",
-    "minorHumanEdits": "capture",
-    "humanEdits": "other",
-    "composite": "other",
-    "compositeCapture": "capture",
-    "screenCapture": "other",
-    "virtualRecording": "other",
-    "digitalArt": "other",
-    "dataDrivenMedia": "other",
-}
 
 # Names that appear in Software/Description fields of generated images.
 _GENERATOR_NAMES = re.compile(
@@ -369,7 +348,7 @@ def _xmp_signals(xmp: Any) -> list[MetadataSignal]:
         return []
     out = []
     for value in _xmp_source_types(text):
-        claim = IPTC_SOURCE_TYPES.get(value, "other")
+        claim = claim_of(value) or "other"
         out.append(
             MetadataSignal(
                 "iptc-digital-source-type",

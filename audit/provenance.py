@@ -1,6 +1,6 @@
 """What a file's C2PA manifest says about its origin, and whether that claim holds.
 
-:func:`inspect_provenance` reads a file through `deepaudit.credentials` (offline) and
+:func:`inspect_provenance` reads a file through `deepaudit.c2pa_layer` (offline) and
 returns a :class:`ProvenanceRecord`:
 
 - ``state``: ``trusted`` (signature and hashes valid, signer chains to a configured trust
@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from audit.metadata import IPTC_SOURCE_TYPES
-from deepaudit.credentials import IPTC_DST, C2paRead, make_context, read_file
+from deepaudit.c2pa_layer import C2paRead, make_context, read_file
+from deepaudit.errors import error_record
+from deepaudit.iptc import claim_of, short_name
 
 __all__ = [
     "Action",
-    "ManifestSummary",
+    "C2paManifestNode",
     "ProvenanceRecord",
     "SignerInfo",
     "audit_file",
@@ -85,7 +86,7 @@ class Action:
 
 
 @dataclass
-class ManifestSummary:
+class C2paManifestNode:
     """One manifest of the chain: the active one, or an ingredient's."""
 
     label: str | None
@@ -98,7 +99,7 @@ class ManifestSummary:
     signer: SignerInfo | None = None
     signing_time: str | None = None
     actions: list[Action] = field(default_factory=list)
-    ingredients: list[ManifestSummary] = field(default_factory=list)
+    ingredients: list[C2paManifestNode] = field(default_factory=list)
 
     @property
     def digital_source_types(self) -> list[str]:
@@ -134,7 +135,7 @@ class ProvenanceRecord:
     reason: str
     ai_declaration: Declaration = "none"
     conclusion: str = ""
-    manifest: ManifestSummary | None = None
+    manifest: C2paManifestNode | None = None
     remote_url: str | None = None
     embedded: bool | None = None
     sidecar: str | None = None
@@ -152,7 +153,7 @@ class ProvenanceRecord:
         return self.manifest.digital_source_types if self.manifest else []
 
     @property
-    def ingredients(self) -> list[ManifestSummary]:
+    def ingredients(self) -> list[C2paManifestNode]:
         return self.manifest.ingredients if self.manifest else []
 
     def to_json(self) -> dict[str, Any]:
@@ -283,10 +284,10 @@ def _summarise(
     seen: set[str],
     depth: int,
     ingredient: Mapping[str, Any] | None = None,
-) -> ManifestSummary:
+) -> C2paManifestNode:
     m = manifests.get(label) or {}
     seen = seen | {label}
-    summary = ManifestSummary(
+    summary = C2paManifestNode(
         label=label,
         state=state,
         codes=codes,
@@ -313,7 +314,7 @@ def _summarise(
                 manifests, child_label, certs, child_state, child_codes, seen, depth + 1, ing
             )
         else:
-            child = ManifestSummary(
+            child = C2paManifestNode(
                 label=child_label,
                 state=child_state if child_label else "absent",
                 codes=child_codes,
@@ -368,12 +369,6 @@ def _signer(sig: Mapping[str, Any], cert: Mapping[str, Any]) -> SignerInfo | Non
     )
 
 
-def _short_dst(uri: Any) -> str | None:
-    if not isinstance(uri, str) or not uri:
-        return None
-    return uri.removeprefix(IPTC_DST).rsplit("/", 1)[-1]
-
-
 def _actions(assertions: list[Any]) -> list[Action]:
     out: list[Action] = []
     for a in assertions:
@@ -388,7 +383,7 @@ def _actions(assertions: list[Any]) -> list[Action]:
             out.append(
                 Action(
                     action=str(act.get("action", "")),
-                    digital_source_type=_short_dst(act.get("digitalSourceType")),
+                    digital_source_type=short_name(act.get("digitalSourceType")),
                     software_agent=str(agent) if agent else None,
                     when=act.get("when"),
                 )
@@ -396,16 +391,16 @@ def _actions(assertions: list[Any]) -> list[Action]:
     return out
 
 
-def _declaration_of(summary: ManifestSummary) -> Declaration:
+def _declaration_of(summary: C2paManifestNode) -> Declaration:
     best: Declaration = "none"
     for dst in summary.digital_source_types:
-        claim = IPTC_SOURCE_TYPES.get(dst)
+        claim = claim_of(dst)
         if claim in _RANK and _RANK[claim] > _RANK[best]:
             best = claim  # type: ignore[assignment]
     return best
 
 
-def _declaration(summary: ManifestSummary) -> Declaration:
+def _declaration(summary: C2paManifestNode) -> Declaration:
     """The active manifest's own declaration; AI inside an ingredient makes it AI-edited."""
     own = _declaration_of(summary)
     if own in ("ai-generated", "ai-edited"):
@@ -482,8 +477,8 @@ def image_signals(
 ) -> dict[str, Any]:
     """``metadata`` and ``watermark`` entries of an image file (``image``: its decoded
     pixels, for the watermark); a failure is recorded in its entry, never raised."""
-    from audit.metadata import read_ai_metadata
-    from audit.watermark import detect_watermark
+    from deepaudit.audit.metadata import read_ai_metadata
+    from deepaudit.audit.watermark import detect_watermark
     from deepaudit.errors import DeepauditError
 
     out: dict[str, Any] = {}
@@ -501,4 +496,4 @@ def image_signals(
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    return {"error": {"class": type(exc).__name__, "message": str(exc)}}
+    return {"error": error_record(exc)}

@@ -140,7 +140,7 @@ def _plt():
 
 def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200) -> Path:
     """The scan's page: counts, score histograms, files to look at first, then details."""
-    from audit.scan import iter_results, top_for_review
+    from deepaudit.audit.results import iter_results, top_for_review
 
     s = summary.to_json()
     rep = HtmlReport(
@@ -219,7 +219,7 @@ def write_fairness_report(
     the curves; without it the tables and bars are drawn from the report alone."""
     import numpy as np
 
-    from detectors.metrics import roc_curve
+    from deepaudit.detectors.metrics import roc_curve
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ and SHA-256; a torn last line (a killed scan) is dropped and redone. At the end
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import logging
 import os
@@ -23,20 +22,28 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audit.verdict import VERDICTS, decide
+from deepaudit.audit.results import (
+    REPORT,
+    RESULTS,
+    SUMMARY,
+    ScanSummary,
+    compact_results,
+    load_done,
+    summarise_results,
+    write_results_csv,
+)
+from deepaudit.audit.verdict import decide
+from deepaudit.errors import DeepauditError, MediaError, error_record
 
-__all__ = ["ScanOptions", "ScanSummary", "iter_scan_files", "run_scan", "summarise_results"]
+__all__ = ["ScanOptions", "iter_scan_files", "run_scan"]
 
 logger = logging.getLogger(__name__)
-RESULTS = "results.jsonl"
-SUMMARY = "summary.json"
-REPORT = "report.html"
 _SKIP_NAMES = {RESULTS, SUMMARY, REPORT, "results.csv", ".DS_Store", "Thumbs.db"}
 
 
@@ -44,48 +51,9 @@ _SKIP_NAMES = {RESULTS, SUMMARY, REPORT, "results.csv", ".DS_Store", "Thumbs.db"
 class ScanOptions:
     trust_anchors: str | None = None
     frames: int = 8
-    crop_sizes: tuple[int, ...] = ()
+    input_specs: tuple[Any, ...] = ()  # detectors' InputSpecs: inputs are prepared in workers
     watermark: bool = True
     metadata: bool = True
-
-
-@dataclass
-class ScanSummary:
-    files: int = 0
-    scanned: int = 0
-    skipped_unchanged: int = 0
-    by_verdict: dict[str, int] = field(default_factory=dict)
-    by_state: dict[str, int] = field(default_factory=dict)
-    by_kind: dict[str, int] = field(default_factory=dict)
-    errors: int = 0
-    walk_errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    detectors: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "scanned_now": self.scanned,
-            "skipped_unchanged": self.skipped_unchanged,
-            "by_verdict": self.by_verdict,
-            "by_provenance_state": self.by_state,
-            "by_kind": self.by_kind,
-            "errors": self.errors,
-            "walk_errors": self.walk_errors,
-            "seconds": round(self.seconds, 2),
-            "files_per_s": round(self.scanned / self.seconds, 2) if self.seconds else None,
-            "detectors": self.detectors,
-        }
-
-    @property
-    def attention(self) -> int:
-        v = self.by_verdict
-        return (
-            v.get("synthetic", 0)
-            + v.get("likely-synthetic", 0)
-            + v.get("needs-review", 0)
-            + self.errors
-        )
 
 
 # --------------------------------------------------------------------------- walking
@@ -174,7 +142,7 @@ _CTX: dict[str, Any] = {}
 def _context(anchors: str | None):
     key = anchors or ""
     if key not in _CTX:
-        from deepaudit.credentials import make_context
+        from deepaudit.c2pa_layer import make_context
 
         _CTX[key] = make_context(anchors)
     return _CTX[key]
@@ -182,10 +150,8 @@ def _context(anchors: str | None):
 
 def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     """Everything about one file except detector scores; never raises for the file's content."""
-    from audit.provenance import image_signals, inspect_provenance
-    from deepaudit.errors import DeepauditError
+    from deepaudit.audit.provenance import image_signals, inspect_provenance
     from deepaudit.media import file_sha256, read_image, read_video, sniff_format
-    from detectors.data import crop
 
     p = Path(path)
     rec: dict[str, Any] = {"path": str(p)}
@@ -194,7 +160,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["size"] = st.st_size
         rec["mtime_ns"] = st.st_mtime_ns
         if not stat.S_ISREG(st.st_mode):
-            raise _ScanError("MediaError", f"{p}: not a regular file (a pipe, socket or device)")
+            raise MediaError(p, "not a regular file (a pipe, socket or device)")
         rec["sha256"] = file_sha256(p)
         guess = sniff_format(p)
         rec["kind"], rec["format"] = guess.kind, guess.format
@@ -206,13 +172,10 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
                     rec["kind"] = "video"
     except DeepauditError as exc:
         rec["kind"] = rec.get("kind", "other")
-        rec["error"] = {"class": type(exc).__name__, "message": str(exc)}
-    except _ScanError as exc:
-        rec["kind"] = "other"
-        rec["error"] = {"class": exc.cls, "message": exc.message}
+        rec["error"] = error_record(exc, p)
     except OSError as exc:
         rec["kind"] = "other"
-        rec["error"] = {"class": "OSError", "message": f"{p}: {exc.strerror or exc}"}
+        rec["error"] = error_record(exc, p)
     if "error" in rec and rec.get("kind") == "other" and "sha256" not in rec:
         return rec
     try:
@@ -221,62 +184,31 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["provenance"] = {"state": "malformed", "reason": f"{type(exc).__name__}: {exc}"}
     if "error" in rec:
         return rec
-    crops: dict[int, np.ndarray] = {}
+    inputs: dict[Any, np.ndarray] = {}
     try:
         if rec["kind"] == "image":
             img = read_image(p)
             rec["width"], rec["height"] = int(img.shape[1]), int(img.shape[0])
             rec.update(image_signals(p, img, metadata=opts.metadata, watermark=opts.watermark))
-            for s in opts.crop_sizes:
-                crops[s] = crop(img, s)[None]
+            for spec in opts.input_specs:
+                inputs[spec] = spec.prepare(img)
         elif rec["kind"] == "video":
             video = read_video(p, num_frames=opts.frames)
             frames = video.frames
             rec["frames_sampled"] = len(frames)
             rec["width"], rec["height"] = int(frames.shape[2]), int(frames.shape[1])
             rec["fps"] = video.fps
-            for s in opts.crop_sizes:
-                crops[s] = np.stack([crop(f, s) for f in frames])
+            for spec in opts.input_specs:
+                inputs[spec] = spec.prepare(frames)
     except DeepauditError as exc:
-        rec["error"] = {"class": type(exc).__name__, "message": str(exc)}
+        rec["error"] = error_record(exc, p)
     except Exception as exc:  # a decoder bug must not stop the scan either
-        rec["error"] = {"class": type(exc).__name__, "message": f"{p}: {exc}"}
-    rec["_crops"] = crops
+        rec["error"] = error_record(exc, p)
+    rec["_inputs"] = inputs
     return rec
 
 
-class _ScanError(Exception):
-    def __init__(self, cls: str, message: str) -> None:
-        super().__init__(message)
-        self.cls, self.message = cls, message
-
-
 # --------------------------------------------------------------------------- main side
-
-
-def _load_done(results: Path) -> dict[str, tuple[int, int, str | None]]:
-    """path → (size, mtime_ns, sha256) of complete lines; a torn last line is cut off."""
-    done: dict[str, tuple[int, int, str]] = {}
-    if not results.is_file():
-        return done
-    good_end = 0
-    with results.open("rb") as fh:
-        offset = 0
-        for raw in fh:
-            offset += len(raw)
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            good_end = offset
-            if "size" in rec:
-                done[rec["path"]] = (rec["size"], rec.get("mtime_ns", 0), rec.get("sha256"))
-    if good_end != results.stat().st_size:
-        with results.open("r+b") as fh:
-            fh.truncate(good_end)
-    return done
 
 
 def _unchanged(path: Path, prev: tuple[int, int, str | None]) -> bool:
@@ -298,11 +230,9 @@ def _unchanged(path: Path, prev: tuple[int, int, str | None]) -> bool:
 
 @dataclass
 class _LoadedDetector:
-    name: str
+    key: str  # unique name in results (see detector_keys)
     det: Any
-    size: int
-    threshold: float
-    is_video: bool
+    spec: Any  # InputSpec
 
 
 def run_scan(
@@ -325,40 +255,38 @@ def run_scan(
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks)."""
-    from detectors import load_detector
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.inference import detector_keys
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     loaded: list[_LoadedDetector] = []
-    for d in detectors:
+    for key, d in zip(detector_keys(detectors), detectors, strict=True):
         det = load_detector(d, device=device, precision=None if precision == "auto" else precision)
-        name = Path(d).name
-        loaded.append(
-            _LoadedDetector(name, det, det.input_size, det.threshold, det.kind == "video")
-        )
+        loaded.append(_LoadedDetector(key, det, det.input_spec()))
     opts = ScanOptions(
         trust_anchors=str(trust_anchors) if trust_anchors else None,
         frames=frames,
-        crop_sizes=tuple(sorted({ld.size for ld in loaded})),
+        input_specs=tuple(dict.fromkeys(ld.spec for ld in loaded)),
         watermark=watermark,
     )
     if trust_anchors:
-        from deepaudit.credentials import read_trust_anchors
+        from deepaudit.c2pa_layer import read_trust_anchors
 
         read_trust_anchors(trust_anchors)  # a bad anchors file fails before the scan
     summary = ScanSummary(
         detectors={
-            ld.name: {"path": str(d), "threshold": ld.threshold}
+            ld.key: {"path": str(d), "threshold": ld.det.threshold}
             for ld, d in zip(loaded, detectors, strict=True)
         }
     )
     results = out / RESULTS
     fingerprint = {
         "detectors": {
-            ld.name: {
+            ld.key: {
                 "path": str(Path(d).resolve()),
-                "threshold": ld.threshold,
+                "threshold": ld.det.threshold,
                 "config": ld.det.config().get("params"),
             }
             for ld, d in zip(loaded, detectors, strict=True)
@@ -373,14 +301,12 @@ def run_scan(
     elif results.is_file() and config_path.is_file():
         before = json.loads(config_path.read_text())
         if before != json.loads(json.dumps(fingerprint, default=str)):
-            from deepaudit.errors import DeepauditError
-
             raise DeepauditError(
                 f"{out}: holds a scan made with other detectors or settings; "
                 "use another --out, or --restart to scan everything again"
             )
     config_path.write_text(json.dumps(fingerprint, indent=2, default=str) + "\n")
-    done = _load_done(results)
+    done = load_done(results)
     walk_errors: list[str] = []
     replaced: list[int] = []
     n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
@@ -401,7 +327,7 @@ def run_scan(
         def flush() -> None:
             _score(pending, loaded)
             for rec in pending:
-                rec.pop("_crops", None)
+                rec.pop("_inputs", None)
                 verdict, reasons = _verdict(rec)
                 if "error" in rec and verdict in ("no-evidence", "likely-authentic"):
                     verdict = "error"  # unreadable, and nothing else says anything
@@ -420,38 +346,18 @@ def run_scan(
                 flush()
         flush()
     if replaced:
-        _compact(results)
+        compact_results(results)
     summary.walk_errors = walk_errors
     summary.seconds = time.perf_counter() - started
     summarise_results(results, summary)
     (out / SUMMARY).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     if csv:
-        _write_csv(results, out / "results.csv", [ld.name for ld in loaded])
+        write_results_csv(results, out / "results.csv", [ld.key for ld in loaded])
     if report:
-        from audit.report import write_scan_report
+        from deepaudit.audit.report import write_scan_report
 
         write_scan_report(results, summary, out / REPORT)
     return summary
-
-
-def _compact(results: Path) -> None:
-    """Keep only the last line per path (streaming: offsets in memory, not records)."""
-    last: dict[str, int] = {}
-    with results.open("rb") as fh:
-        offset = 0
-        for raw in fh:
-            with contextlib.suppress(json.JSONDecodeError):
-                last[json.loads(raw)["path"]] = offset
-            offset += len(raw)
-    keep = set(last.values())
-    tmp = results.with_name(results.name + ".part")
-    with results.open("rb") as src, tmp.open("wb") as dst:
-        offset = 0
-        for raw in src:
-            if offset in keep:
-                dst.write(raw)
-            offset += len(raw)
-    os.replace(tmp, results)
 
 
 def _anchors_digest(anchors: Any) -> str | None:
@@ -459,7 +365,7 @@ def _anchors_digest(anchors: Any) -> str | None:
         return None
     import hashlib
 
-    from deepaudit.credentials import read_trust_anchors
+    from deepaudit.c2pa_layer import read_trust_anchors
 
     return hashlib.sha256(read_trust_anchors(anchors).encode()).hexdigest()[:16]
 
@@ -478,6 +384,7 @@ def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit
     ctx = mp.get_context("spawn" if os.environ.get("DEEPAUDIT_SPAWN") else None)
     with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
         in_flight: set[Future] = set()
+        submitted: dict[Future, Path] = {}
         it = iter(files)
         exhausted = False
         while True:
@@ -491,66 +398,41 @@ def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit
                     exhausted = True
                     break
                 count += 1
-                in_flight.add(pool.submit(examine_file, str(p), opts))
+                fut = pool.submit(examine_file, str(p), opts)
+                submitted[fut] = p
+                in_flight.add(fut)
             if not in_flight:
                 return
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for f in finished:
+                path = submitted.pop(f)
                 try:
                     yield f.result()
                 except Exception as exc:  # a worker died (e.g. out of memory on a bomb)
-                    yield {
-                        "path": "?",
-                        "kind": "other",
-                        "error": {"class": type(exc).__name__, "message": str(exc)},
-                    }
+                    yield {"path": str(path), "kind": "other", "error": error_record(exc, path)}
 
 
 def _score(records: list[dict[str, Any]], loaded: list[_LoadedDetector]) -> None:
-    """Batch every record's crops through each detector; videos are aggregated per file."""
-    from detectors.video import aggregate
+    """Each detector scores every record's prepared inputs, through the inference contract."""
+    from deepaudit.detectors.inference import score_prepared
 
     for ld in loaded:
-        chunks, owners = [], []
-        for k, rec in enumerate(records):
-            c = rec.get("_crops", {}).get(ld.size)
-            if c is not None and len(c):
-                chunks.append(c)
-                owners.append(k)
-        if not chunks:
+        owners = [k for k, r in enumerate(records) if len(r.get("_inputs", {}).get(ld.spec, ()))]
+        if not owners:
             continue
-        if ld.is_video:
-            for k, c in zip(owners, chunks, strict=True):
-                rec = records[k]
-                try:
-                    s = float(ld.det.predict_video(list(c)))
-                except Exception as exc:
-                    rec.setdefault("detector_errors", {})[ld.name] = str(exc)
-                    continue
-                rec.setdefault("scores", {})[ld.name] = {"score": s, "threshold": ld.threshold}
-            continue
-        batch = np.concatenate(chunks)
         try:
-            if hasattr(ld.det, "predict_crops"):
-                probs = ld.det.predict_crops(batch)
-            else:
-                probs = ld.det.predict_proba(list(batch))
+            results = score_prepared(
+                ld.det,
+                [records[k]["_inputs"][ld.spec] for k in owners],
+                video=[records[k].get("kind") == "video" for k in owners],
+                batch_size=None,  # a flush is already a bounded batch of files
+            )
         except Exception as exc:  # one detector failing must not lose the files
             for k in owners:
-                records[k].setdefault("detector_errors", {})[ld.name] = str(exc)
+                records[k].setdefault("detector_errors", {})[ld.key] = str(exc)
             continue
-        pos = 0
-        for k, c in zip(owners, chunks, strict=True):
-            frame_scores = probs[pos : pos + len(c)]
-            pos += len(c)
-            rec = records[k]
-            entry: dict[str, Any] = {"threshold": ld.threshold}
-            if rec.get("kind") == "video":
-                entry["score"] = aggregate(frame_scores, "mean")
-                entry["frame_max"] = float(frame_scores.max())
-            else:
-                entry["score"] = float(frame_scores[0])
-            rec.setdefault("scores", {})[ld.name] = entry
+        for k, result in zip(owners, results, strict=True):
+            records[k].setdefault("scores", {})[ld.key] = result.to_json()
 
 
 def _verdict(rec: dict[str, Any]):
@@ -567,93 +449,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     return str(o)
-
-
-def summarise_results(results: Path, summary: ScanSummary) -> ScanSummary:
-    """Counts over the whole results file (this run's files and earlier runs' alike)."""
-    summary.by_verdict = {v: 0 for v in VERDICTS}
-    summary.by_state, summary.by_kind = {}, {}
-    summary.errors = summary.files = 0
-    for rec in iter_results(results):
-        summary.files += 1
-        v = rec.get("verdict", "error")
-        summary.by_verdict[v] = summary.by_verdict.get(v, 0) + 1
-        state = (rec.get("provenance") or {}).get("state", "not-checked")
-        summary.by_state[state] = summary.by_state.get(state, 0) + 1
-        summary.by_kind[rec.get("kind", "other")] = (
-            summary.by_kind.get(rec.get("kind", "other"), 0) + 1
-        )
-        summary.errors += "error" in rec
-    return summary
-
-
-def iter_results(results: Path) -> Iterator[dict[str, Any]]:
-    if not results.is_file():
-        return
-    with results.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    yield json.loads(line)
-
-
-PRIORITY = {"needs-review": 4, "likely-synthetic": 3, "error": 2, "synthetic": 1}
-
-
-def top_for_review(results: Path, k: int = 200) -> list[dict[str, Any]]:
-    """The ``k`` files a human should look at first (streaming, a heap of k)."""
-    heap: list[tuple[float, int, dict[str, Any]]] = []
-    for n, rec in enumerate(iter_results(results)):
-        pri = PRIORITY.get(rec.get("verdict", ""), 0)
-        if not pri:
-            continue
-        margin = max(
-            [
-                s["score"] - s.get("threshold", 0.5)
-                for s in (rec.get("scores") or {}).values()
-                if s.get("score") is not None
-            ]
-            or [0.0]
-        )
-        key = (pri + 0.5 * margin, -n)
-        item = (key[0], key[1], rec)
-        if len(heap) < k:
-            heapq.heappush(heap, item)
-        elif item[:2] > heap[0][:2]:
-            heapq.heapreplace(heap, item)
-    return [r for _, _, r in sorted(heap, key=lambda t: (-t[0], -t[1]))]
-
-
-def _write_csv(results: Path, path: Path, detector_names: list[str]) -> None:
-    import csv
-
-    cols = [
-        "path",
-        "kind",
-        "verdict",
-        "provenance_state",
-        "ai_declaration",
-        "watermark",
-        *[f"score:{n}" for n in detector_names],
-        "error",
-        "sha256",
-    ]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for rec in iter_results(results):
-            prov = rec.get("provenance") or {}
-            scores = rec.get("scores") or {}
-            w.writerow(
-                [
-                    rec.get("path"),
-                    rec.get("kind"),
-                    rec.get("verdict"),
-                    prov.get("state"),
-                    prov.get("ai_declaration"),
-                    (rec.get("watermark") or {}).get("scheme"),
-                    *[(scores.get(n) or {}).get("score") for n in detector_names],
-                    (rec.get("error") or {}).get("message"),
-                    rec.get("sha256"),
-                ]
-            )

@@ -44,7 +44,7 @@ def _row(*cells: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
-    from audit.report import fmt_value
+    from deepaudit.audit.report import fmt_value
 
     return fmt_value(v, ".3f")
 
@@ -323,7 +323,7 @@ class Explanation:
 
 def explain(detector: Any, image: np.ndarray) -> Explanation:
     """Explain one image's score: Grad-CAM (networks) or the spectrum (spectral)."""
-    from detectors.data import crop
+    from deepaudit.detectors.data import crop
 
     c = crop(image, detector.input_size)
     name = getattr(detector, "name", "")

@@ -49,8 +49,7 @@ def _bare_cv2_all(path: Path) -> int:
 
 def run(*, quick: bool = False) -> dict:
     from deepaudit import media
-    from deepaudit.demo import pan_clip
-    from deepaudit.photos import builtin_photos
+    from deepaudit.photos import builtin_photos, pan_clip
 
     repeat = 1 if quick else 5
     photos = builtin_photos()

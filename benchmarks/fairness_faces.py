@@ -31,16 +31,16 @@ def run(
 ) -> dict:
     from PIL import Image
 
-    from audit.fairness import fairness_audit, load_predictions
-    from audit.report import write_fairness_report
+    from deepaudit.audit.fairness import fairness_audit, load_predictions
+    from deepaudit.audit.report import write_fairness_report
+    from deepaudit.detectors import create_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.evaluate import evaluate_detector
+    from deepaudit.detectors.train import train_detector
+    from deepaudit.generators import GenerationRequest, create_generator
+    from deepaudit.generators.training import TrainConfig, TrainingImages, train_diffusion
     from deepaudit.manifest import ManifestItem, ManifestWriter, read_manifest
     from deepaudit.media import file_sha256, write_image
-    from detectors import create_detector
-    from detectors.data import load_items
-    from detectors.evaluate import evaluate_detector
-    from detectors.train import train_detector
-    from generators import GenerationRequest, create_generator
-    from generators.training import TrainConfig, TrainingImages, train_diffusion
 
     faces = faces or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces_dev"
     if not (faces / "labels.csv").is_file():

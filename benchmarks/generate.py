@@ -22,10 +22,10 @@ from pathlib import Path
 def run(*, quick: bool = False, device: str = "cpu") -> dict:
     import torch
 
-    from generators.diffusion import load_diffusion_model
-    from generators.samplers import make_scheduler
-    from generators.suite import load_suite, run_suite
-    from generators.training import TrainConfig, train_diffusion
+    from deepaudit.generators.diffusion import load_diffusion_model
+    from deepaudit.generators.samplers import make_scheduler
+    from deepaudit.generators.suite import load_suite, run_suite
+    from deepaudit.generators.training import TrainConfig, train_diffusion
 
     n, steps, batch = (32, 10, 16) if quick else (256, 25, 32)
     with tempfile.TemporaryDirectory() as tmp:

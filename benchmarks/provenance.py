@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _make_files(root: Path, n: int) -> tuple[list[Path], Path]:
-    from deepaudit.credentials import load_signing_credentials, make_demo_credentials, sign_file
+    from deepaudit.c2pa_layer import load_signing_credentials, make_demo_credentials, sign_file
     from deepaudit.media import write_image, write_video
     from deepaudit.photos import builtin_photos
 
@@ -63,8 +63,8 @@ def _time(fn, files, repeats: int) -> float:
 def run(*, quick: bool = False) -> dict:
     import c2pa
 
-    from audit.provenance import audit_file, inspect_provenance
-    from deepaudit.credentials import make_context
+    from deepaudit.audit.provenance import audit_file, inspect_provenance
+    from deepaudit.c2pa_layer import make_context
 
     n = 40 if quick else 400
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,9 +32,8 @@ import numpy as np
 
 
 def _make_files(root: Path, n: int, side: int, clips: int) -> list[Path]:
-    from deepaudit.demo import pan_clip
     from deepaudit.media import write_image, write_video
-    from deepaudit.photos import builtin_photos
+    from deepaudit.photos import builtin_photos, pan_clip
 
     photos = [p.image for p in builtin_photos()]
     rng = np.random.default_rng(0)
@@ -92,12 +91,12 @@ def run(
 ) -> dict:
     import torch
 
-    from audit.provenance import inspect_provenance
-    from audit.scan import run_scan
-    from deepaudit.credentials import make_context
+    from deepaudit.audit.provenance import inspect_provenance
+    from deepaudit.audit.scan import run_scan
+    from deepaudit.c2pa_layer import make_context
+    from deepaudit.detectors import create_detector
+    from deepaudit.detectors.data import crop
     from deepaudit.media import read_image, read_video
-    from detectors import create_detector
-    from detectors.data import crop
 
     model = model or ("resnet10t" if quick else "resnet50")
     size = size or (64 if quick else 224)
@@ -137,10 +136,10 @@ def run(
         crops = np.stack([crop(im, size) for im in decoded])
         det.precision = precision
         det._policy = None
-        det.predict_crops(crops[:8])
+        det.score_inputs(crops[:8])
         t = time.perf_counter()
         for i in range(0, len(crops), 32):
-            det.predict_crops(crops[i : i + 32])
+            det.score_inputs(crops[i : i + 32])
         t_infer = time.perf_counter() - t
         ctx = make_context()
         t = time.perf_counter()
@@ -148,8 +147,8 @@ def run(
             inspect_provenance(f, context=ctx)
         t_prov = time.perf_counter() - t
         # the rest of what the scan does per file: SHA-256, AI metadata, watermark decoding
-        from audit.metadata import read_ai_metadata
-        from audit.watermark import detect_watermark
+        from deepaudit.audit.metadata import read_ai_metadata
+        from deepaudit.audit.watermark import detect_watermark
         from deepaudit.media import file_sha256
 
         t = time.perf_counter()

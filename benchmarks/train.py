@@ -63,10 +63,11 @@ def run(
     import torch
     import torch.nn.functional as F
 
+    from deepaudit.detectors import create_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.inference import score_items
+    from deepaudit.detectors.train import fit_network
     from deepaudit.devices import device_policy
-    from detectors import create_detector
-    from detectors.data import load_items
-    from detectors.train import fit_network, score_items
 
     model = model or "resnet10t"
     size = size or (64 if quick else 128)
@@ -132,10 +133,10 @@ def run(
         bare = steps * batch / (time.perf_counter() - t)
         crops = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
         det._policy = None
-        det.predict_crops(crops[:batch])
+        det.score_inputs(crops[:batch])
         t = time.perf_counter()
         for i in range(0, n, batch * 2):
-            det.predict_crops(crops[i : i + batch * 2])
+            det.score_inputs(crops[i : i + batch * 2])
         infer = n / (time.perf_counter() - t)
         t = time.perf_counter()
         score_items(det, items, batch_size=batch * 2)

@@ -14,8 +14,9 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["find_checkpoint", "write_checkpoint"]
+__all__ = ["find_checkpoint", "load_module_state", "save_module_state", "write_checkpoint"]
 
 
 def _side(ckpt: Path, suffix: str) -> Path:
@@ -45,3 +46,20 @@ def find_checkpoint(ckpt: str | os.PathLike[str]) -> Path | None:
     if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
         os.replace(old, ckpt)
     return ckpt if ckpt.is_dir() else None
+
+
+def save_module_state(path: str | os.PathLike[str], module: Any) -> None:
+    """A torch module's state dict as safetensors, written beside and renamed into place."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_suffix(".part")
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_module_state(path: str | os.PathLike[str], module: Any) -> None:
+    """Load a state dict saved by :func:`save_module_state` (safetensors: never unpickles)."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(Path(path)))

@@ -9,6 +9,7 @@ __all__ = [
     "DependencyError",
     "ManifestError",
     "MediaError",
+    "error_record",
 ]
 
 
@@ -50,3 +51,21 @@ def _rebuild_manifest_error(path: str, reason: str, line: int | None) -> Manifes
 
 class DependencyError(DeepauditError):
     """An optional dependency or a local resource (weights, codec) is missing."""
+
+
+def error_record(exc: BaseException, path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The ``{"class", "message"}`` record of a file that could not be handled.
+
+    One builder for scan rows, inspect output and provenance records, so the same failure
+    reads the same everywhere: the exception's class and one line that names the file.
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, DeepauditError):
+        text = exc.strerror or str(exc)
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    where = os.fspath(path) if path is not None else getattr(exc, "path", None)
+    if where and not text.startswith(str(where)):
+        text = f"{where}: {text}"
+    return {"class": getattr(exc, "record_class", None) or type(exc).__name__, "message": text}

@@ -388,7 +388,7 @@ def assign_split(
 
 
 @dataclass(frozen=True)
-class ManifestSummary:
+class DatasetSummary:
     """Counts of a manifest's items along the axes people ask about first."""
 
     items: int
@@ -540,8 +540,8 @@ class Manifest:
             out.append(replace(item, path=Path(target).as_posix()))
         return Manifest(new_root, out)
 
-    def summary(self) -> ManifestSummary:
-        return ManifestSummary(
+    def summary(self) -> DatasetSummary:
+        return DatasetSummary(
             items=len(self.items),
             by_label=dict(Counter(i.label for i in self.items)),
             by_kind=dict(Counter(i.kind for i in self.items)),

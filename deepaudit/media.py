@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deepaudit.errors import MediaError
+from deepaudit.errors import MediaError, error_record
 from deepaudit.media_formats import (
     IMAGE_FORMATS,
     VIDEO_CONTAINERS,
@@ -998,7 +998,7 @@ class ProbeResult:
         if self.sha256 is not None:
             out["sha256"] = self.sha256
         if self.error is not None:
-            out["error"] = {"class": type(self.error).__name__, "message": self.error.reason}
+            out["error"] = error_record(self.error)
         return out
 
 

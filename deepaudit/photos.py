@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,13 @@ import numpy as np
 
 from deepaudit.manifest import Manifest, ManifestWriter
 
-__all__ = ["BuiltinPhoto", "builtin_photos", "write_builtin_photos"]
+__all__ = [
+    "BuiltinPhoto",
+    "builtin_photos",
+    "pan_clip",
+    "png_bomb_header",
+    "write_builtin_photos",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +154,30 @@ def write_builtin_photos(
     from deepaudit.manifest import read_manifest
 
     return read_manifest(root)
+
+
+def pan_clip(image: np.ndarray, *, frames: int = 24, size: int = 128) -> np.ndarray:
+    """A camera pan across a photo: ``frames`` square crops sliding left to right, resized."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = min(h, w) * 3 // 4
+    xs = np.linspace(0, w - side, frames).round().astype(int)
+    y = (h - side) // 2
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i, x in enumerate(xs):
+        crop = Image.fromarray(image[y : y + side, x : x + side])
+        out[i] = np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+    return out
+
+
+def png_bomb_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -1,8 +1,11 @@
-"""The detector registry: ``@register_detector``, ``create_detector``, ``load_detector``."""
+"""The detector registry: ``@register_detector``, ``create_detector``, ``load_detector``.
+
+Built on the core :class:`~deepaudit.registry.Registry` that generators use too; the entry
+modules (features, networks, video) register their classes and the package imports them.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from collections.abc import Callable
@@ -10,49 +13,38 @@ from pathlib import Path
 from typing import Any
 
 from deepaudit.errors import DeepauditError
+from deepaudit.registry import Registry, RegistryEntry, runtime_options
 
-__all__ = ["create_detector", "list_detectors", "load_detector", "register_detector"]
+__all__ = [
+    "create_detector",
+    "detector_entry",
+    "list_detectors",
+    "load_detector",
+    "register_detector",
+]
 
-_REGISTRY: dict[str, type] = {}
+DETECTORS = Registry("detector")
 CONFIG_NAME = "config.json"
 
 
-def register_detector(name: str) -> Callable[[type], type]:
-    """Register a Detector subclass under ``name`` (its ``name`` attribute is set to it)."""
+def register_detector(name: str, **metadata: Any) -> Callable[[type], type]:
+    """Register a Detector subclass under ``name`` (its ``name`` attribute is set to it);
+    ``metadata`` (paper, source, licence, ...) is shown by ``detectors list``."""
 
     def wrap(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ValueError(f"detector {name!r} is registered twice")
         cls.name = name
-        _REGISTRY[name] = cls
+        DETECTORS.register(name, kind=getattr(cls, "kind", "image"), metadata=metadata)(cls)
         return cls
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    from detectors import features, networks, video  # noqa: F401
-
-
 def list_detectors(pattern: str = "*") -> list[str]:
-    _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return DETECTORS.names(pattern)
 
 
-def detector_class(name: str) -> type:
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown detector {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def _runtime(cls: type, device: str | None, precision: str | None) -> dict[str, Any]:
-    """``device``/``precision`` for the classes that take them (spectral runs anywhere)."""
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
-    given = {"device": device, "precision": precision}
-    return {k: v for k, v in given.items() if v is not None and k in accepted}
+def detector_entry(name: str) -> RegistryEntry:
+    return DETECTORS.entry(name)
 
 
 def create_detector(
@@ -63,11 +55,7 @@ def create_detector(
     ``device`` and ``precision`` go to the detectors that run on one and are ignored by the
     others, so callers need not know which detector needs what.
     """
-    cls = detector_class(name)
-    try:
-        return cls(**cfg, **_runtime(cls, device, precision))
-    except TypeError as exc:
-        raise ValueError(f"detector {name!r}: {exc}") from None
+    return DETECTORS.create(name, device=device, precision=precision, **cfg)
 
 
 def load_detector(
@@ -93,7 +81,7 @@ def load_detector(
     if not isinstance(name, str):
         raise DeepauditError(f"{cfg_path}: no 'detector' name in the config")
     try:
-        cls = detector_class(name)
+        cls = DETECTORS.entry(name).factory
     except ValueError as exc:
         raise DeepauditError(f"{cfg_path}: {exc}") from None
-    return cls.from_pretrained(root, config, **overrides, **_runtime(cls, device, precision))
+    return cls.from_pretrained(root, config, **overrides, **runtime_options(cls, device, precision))

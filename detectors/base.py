@@ -16,16 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from detectors._registry import CONFIG_NAME
+from deepaudit.detectors._registry import CONFIG_NAME
+from deepaudit.detectors.inference import (
+    Aggregation,
+    FileScore,
+    InputSpec,
+    aggregate,
+    score_prepared,
+)
 
 __all__ = ["Detector", "LinearHead"]
 
 
 class Detector:
-    """Base class. Subclasses set ``name`` (via the registry) and implement the hooks."""
+    """Base class. Subclasses set ``name`` (via the registry) and implement the hooks.
+
+    Inference goes through :mod:`deepaudit.detectors.inference`: ``input_spec`` says how to
+    prepare pixels, ``score_inputs`` scores prepared inputs, ``reduce`` makes a file's score.
+    """
 
     name: str = ""
     kind: str = "image"
+    frames: int | None = None  # frames sampled per clip (None: the caller's default)
+    video_aggregation: Aggregation = "mean"  # frame scores -> clip score
+    video_topk: int = 3
 
     def __init__(self, *, input_size: int = 32, threshold: float = 0.5, seed: int = 0) -> None:
         self.input_size = int(input_size)
@@ -42,8 +56,8 @@ class Detector:
     def fit(self, train: Any, val: Any = None, **kwargs: Any) -> Detector:
         raise NotImplementedError
 
-    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """P(synthetic) per image (RGB uint8 arrays of any size)."""
+    def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """P(synthetic) per prepared input: ``(N, S, S, 3)`` uint8 from ``input_spec()``."""
         raise NotImplementedError
 
     def _save_weights(self, root: Path) -> None:
@@ -53,6 +67,29 @@ class Detector:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------
+    def input_spec(self) -> InputSpec:
+        """How this detector wants its pixels (a centre crop of ``input_size`` by default)."""
+        return InputSpec(self.input_size)
+
+    def reduce(self, per_input: np.ndarray, *, video: bool) -> FileScore:
+        """A file's score from its inputs' scores: an image's one, or a clip's aggregate."""
+        if not video:
+            return FileScore(float(per_input[0]), self.threshold)
+        return FileScore(
+            aggregate(per_input, self.video_aggregation, self.video_topk),
+            self.threshold,
+            tuple(float(s) for s in per_input),
+            self.video_aggregation,
+        )
+
+    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """P(synthetic) per image (RGB uint8 arrays of any size)."""
+        spec = self.input_spec()
+        scores = score_prepared(
+            self, [spec.prepare(im) for im in images], video=[False] * len(images)
+        )
+        return np.asarray([s.score for s in scores], dtype=np.float64)
+
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return (self.predict_proba(images) >= self.threshold).astype(np.int64)
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors.data import ItemSet
-from detectors.metrics import auc, binary_report, roc_curve
-from detectors.train import score_items
+from deepaudit.detectors.data import ItemSet
+from deepaudit.detectors.inference import score_items
+from deepaudit.detectors.metrics import auc, binary_report, roc_curve
 
 __all__ = ["DEFAULT_ROBUSTNESS", "cross_generator", "evaluate_detector"]
 
@@ -210,7 +210,7 @@ def cross_generator(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train on real + one generator (train split), test on real + each generator (test)."""
-    from detectors._registry import create_detector
+    from deepaudit.detectors._registry import create_detector
 
     out = Path(out_dir)
     gens = sorted({i.generator for i in items if i.label == 1 and i.generator})

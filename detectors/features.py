@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepaudit.detectors._registry import register_detector
+from deepaudit.detectors.base import Detector, LinearHead
+from deepaudit.detectors.data import ItemSet, crop, read_for_detector
 from deepaudit.errors import DeepauditError, DependencyError
-from detectors._registry import register_detector
-from detectors.base import Detector, LinearHead
-from detectors.data import ItemSet, crop, read_for_detector
 
 __all__ = ["FeatureDetector", "ProbeDetector", "ReconstructionDetector", "SpectralDetector"]
 
@@ -94,13 +94,12 @@ class FeatureDetector(Detector):
             [self.features(crops[i : i + batch]) for i in range(0, len(crops), batch)]
         )
 
-    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         if self.head is None:
             raise DeepauditError(f"detector {self.name!r} is not trained")
-        if not len(images):
+        if not len(inputs):
             return np.zeros(0)
-        crops = np.stack([crop(im, self.input_size) for im in images])
-        return self.head.predict_proba(self._features_batched(crops))
+        return self.head.predict_proba(self._features_batched(inputs))
 
     def _save_weights(self, root: Path) -> None:
         (root / "head.json").write_text(json.dumps(self.head.to_json()))

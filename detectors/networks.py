@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepaudit.detectors._registry import register_detector
+from deepaudit.detectors.base import Detector
+from deepaudit.detectors.data import ItemSet
 from deepaudit.errors import DeepauditError, DependencyError
-from detectors._registry import register_detector
-from detectors.base import Detector
-from detectors.data import ItemSet, crop
 
 __all__ = ["NPRDetector", "TimmDetector"]
 
@@ -108,7 +107,7 @@ class _NetworkDetector(Detector):
         }
 
     def fit(self, train: ItemSet, val: ItemSet | None = None, **kw: Any) -> Detector:
-        from detectors.train import fit_network
+        from deepaudit.detectors.train import fit_network
 
         train.require_both_classes("training")
         history = fit_network(
@@ -149,16 +148,11 @@ class _NetworkDetector(Detector):
             self.module.to(memory_format=torch.channels_last)
         return self._policy
 
-    def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        if not len(images):
-            return np.zeros(0)
-        batch = np.stack([crop(im, self.input_size) for im in images])
-        return self.predict_crops(batch)
-
-    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
-        """P(synthetic) for prepared (N, S, S, 3) uint8 crops (the fast path for scans)."""
+    def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """P(synthetic) for prepared (N, S, S, 3) uint8 crops."""
         import torch
 
+        crops = np.ascontiguousarray(inputs)
         policy = self._device_policy()
         self.module.eval()
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(policy.torch_device())

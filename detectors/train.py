@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from deepaudit.checkpoints import find_checkpoint, write_checkpoint
+from deepaudit.detectors.data import CropDataset, EpochSampler, ItemSet
+from deepaudit.detectors.inference import score_items
 from deepaudit.errors import DeepauditError
-from detectors.data import CropDataset, EpochSampler, ItemSet
 
-__all__ = ["fit_network", "score_items", "train_detector"]
+__all__ = ["fit_network", "train_detector"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def fit_network(
         }
         improved = True
         if val is not None and len(val) and rank == 0:
-            from detectors.metrics import ap, auc
+            from deepaudit.detectors.metrics import ap, auc
 
             scores = score_items(det, val)
             ok = ~np.isnan(scores)
@@ -231,55 +232,6 @@ def _checkpoint(ckpt: Path, module, opt, best_state, history, bad_epochs) -> Non
         (tmp / "history.json").write_text(json.dumps(history, default=float))
 
 
-def score_items(
-    det: Any,
-    items: ItemSet,
-    *,
-    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
-    batch_size: int = 64,
-    progress: Callable[[int, int], None] | None = None,
-    threads: int | None = None,
-) -> np.ndarray:
-    """P(synthetic) for each item (NaN where the file cannot be read).
-
-    Files are decoded (and perturbed) by a thread pool — PIL and OpenCV release the GIL —
-    while the detector scores the previous batch.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    scores = np.full(len(items), np.nan)
-    video = getattr(det, "kind", "image") == "video"
-
-    def load(item):
-        try:
-            if video and item.kind == "video":
-                from deepaudit.media import read_video
-
-                return read_video(item.path, num_frames=det.frames).frames
-            from detectors.data import read_for_detector
-
-            img = read_for_detector(item)
-            return perturb(img) if perturb is not None else img
-        except DeepauditError as exc:
-            logger.warning("skipping %s", exc)
-            return None
-
-    n_threads = threads or min(8, max(1, (os.cpu_count() or 2)))
-    done = 0
-    with ThreadPoolExecutor(n_threads) as pool:
-        for start in range(0, len(items), batch_size):
-            chunk = items.items[start : start + batch_size]
-            loaded = list(pool.map(load, chunk))
-            idx = [start + k for k, im in enumerate(loaded) if im is not None]
-            imgs = [im for im in loaded if im is not None]
-            if imgs:
-                scores[idx] = det.predict_proba(imgs)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(items))
-    return scores
-
-
 def train_detector(
     det: Any,
     data: ItemSet,
@@ -293,7 +245,7 @@ def train_detector(
     **fit_kwargs: Any,
 ) -> dict[str, Any]:
     """Fit on the train split, calibrate on val, score test, save to ``out_dir``, track."""
-    from detectors.metrics import binary_report, calibrate_threshold
+    from deepaudit.detectors.metrics import binary_report, calibrate_threshold
 
     out = Path(out_dir)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes and tracks

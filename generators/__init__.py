@@ -6,13 +6,17 @@ Generators write dataset folders through :mod:`deepaudit.manifest`; they do not 
 into :class:`GeneratedItem` s, and :func:`run_suite` turns a TOML spec into a dataset.
 """
 
-from generators._registry import (
+from deepaudit.generators._registry import (
     create_generator,
     generator_entry,
     list_generators,
     register_generator,
 )
-from generators.base import GeneratedItem, GenerationRequest, Generator
+from deepaudit.generators.base import GeneratedItem, GenerationRequest, Generator
+
+# The entry modules register themselves on import (timm's direction: entries import the
+# registry, the package imports the entries; the registry imports nothing back).
+from deepaudit.generators import diffusion, pretrained, video  # noqa: F401  isort: skip
 
 __all__ = [
     "GeneratedItem",

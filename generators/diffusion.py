@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from deepaudit.errors import DependencyError
+from deepaudit.generators._registry import register_generator
+from deepaudit.generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
+from deepaudit.generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
+from deepaudit.generators.training import META_NAME
 from deepaudit.manifest import GeneratorInfo
-from generators._registry import register_generator
-from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
-from generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
-from generators.training import META_NAME
 
 __all__ = ["DiffusionModel", "TinyDiffusionGenerator", "load_diffusion_model"]
 

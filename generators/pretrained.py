@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from deepaudit.errors import DependencyError
+from deepaudit.generators._registry import register_generator
+from deepaudit.generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
+from deepaudit.generators.samplers import make_scheduler
 from deepaudit.manifest import GeneratorInfo
-from generators._registry import register_generator
-from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
-from generators.samplers import make_scheduler
 
 __all__ = ["PretrainedPipelineGenerator", "default_inpaint_mask"]
 
@@ -43,7 +43,7 @@ _TASKS = {
 _NEEDS_IMAGE = {"img2img", "inpaint", "instruct", "upscale"}
 
 
-def _quiet_hub_progress() -> None:
+def quiet_hub_progress() -> None:
     """Library code does not draw progress bars: the CLI draws its own."""
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
@@ -112,7 +112,7 @@ class PretrainedPipelineGenerator(BatchedGenerator):
         dtype = torch.float32
         if self.policy.is_cuda:
             dtype = torch.bfloat16 if self.policy.amp_dtype == "bfloat16" else torch.float16
-        _quiet_hub_progress()
+        quiet_hub_progress()
         cls = getattr(diffusers, _TASKS[task])
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
         if task != "text2video":

@@ -115,7 +115,7 @@ def _fail(path: Path, msg: str) -> SuiteError:
 
 def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
     """Parse and check a suite spec; every mistake is a one-line error before any work."""
-    from generators._registry import generator_entry
+    from deepaudit.generators._registry import generator_entry
 
     p = Path(path)
     try:
@@ -294,11 +294,11 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     creds = None
     if spec.sign_cert is not None:
-        from deepaudit.credentials import load_signing_credentials
+        from deepaudit.c2pa_layer import load_signing_credentials
 
         creds = load_signing_credentials(spec.sign_cert, spec.sign_key)
     gens = {}
-    from generators._registry import create_generator
+    from deepaudit.generators._registry import create_generator
 
     for e in spec.entries:  # build everything first: a broken model fails before any work
         cfg = dict(e.options)
@@ -382,8 +382,8 @@ def _item_id(e: SuiteEntry, i: int) -> str:
 
 
 def _request(e: SuiteEntry, i: int, inits: list[Path]):
+    from deepaudit.generators.base import GenerationRequest
     from deepaudit.media import read_image
-    from generators.base import GenerationRequest
 
     init = read_image(inits[i % len(inits)]) if inits else None
     return GenerationRequest(
@@ -443,7 +443,7 @@ def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, cre
         mask_path = write_image(folder / f"{i:06d}.mask.png", item.mask)
         extra["mask"] = mask_path.relative_to(out).as_posix()
     if creds is not None:
-        from deepaudit.credentials import sign_file
+        from deepaudit.c2pa_layer import sign_file
 
         params = {"seed": item.info.seed, "sampler": item.info.sampler, "model": item.info.model}
         sign_file(path, creds, digital_source_type="trainedAlgorithmicMedia", parameters=params)

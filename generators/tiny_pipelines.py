@@ -53,9 +53,9 @@ def write_tiny_pipeline(task: Task, out_dir: str | os.PathLike[str], *, seed: in
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from generators.pretrained import _quiet_hub_progress
+    from deepaudit.generators.pretrained import quiet_hub_progress
 
-    _quiet_hub_progress()
+    quiet_hub_progress()
     torch.manual_seed(seed)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from deepaudit.checkpoints import find_checkpoint, write_checkpoint
+from deepaudit.checkpoints import (
+    find_checkpoint,
+    load_module_state,
+    save_module_state,
+    write_checkpoint,
+)
 from deepaudit.errors import DeepauditError
 
 __all__ = [
@@ -267,20 +272,6 @@ def _build_autoencoder(cfg: TrainConfig) -> Any:
     )
 
 
-def _save_state(path: Path, module: Any) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_suffix(".part")
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(path: Path, module: Any) -> None:
-    from safetensors.torch import load_file
-
-    module.load_state_dict(load_file(path))
-
-
 def train_diffusion(
     config: TrainConfig,
     out_dir: str | os.PathLike[str],
@@ -336,9 +327,9 @@ def train_diffusion(
         saved_classes = json.loads((ckpt / "classes.json").read_text())
         if saved_classes and saved_classes != data.classes:
             raise DeepauditError(f"{ckpt}: checkpoint classes differ from the data's")
-        _load_state(ckpt / "unet.safetensors", unet)
+        load_module_state(ckpt / "unet.safetensors", unet)
         if vae is not None:
-            _load_state(ckpt / "vae.safetensors", vae)
+            load_module_state(ckpt / "vae.safetensors", vae)
         blob = torch.load(ckpt / "state.pt", weights_only=True)  # no pickle from disk
         opt.load_state_dict(blob["opt"])
         if opt_ae is not None and blob.get("opt_ae"):
@@ -443,9 +434,9 @@ def _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen)
     import torch
 
     with write_checkpoint(ckpt) as tmp:
-        _save_state(tmp / "unet.safetensors", unet)
+        save_module_state(tmp / "unet.safetensors", unet)
         if vae is not None:
-            _save_state(tmp / "vae.safetensors", vae)
+            save_module_state(tmp / "vae.safetensors", vae)
         blob = {
             "opt": opt.state_dict(),
             "opt_ae": opt_ae.state_dict() if opt_ae is not None else None,

@@ -23,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from deepaudit.checkpoints import find_checkpoint, write_checkpoint
+from deepaudit.checkpoints import (
+    find_checkpoint,
+    load_module_state,
+    save_module_state,
+    write_checkpoint,
+)
 from deepaudit.errors import DeepauditError, DependencyError
+from deepaudit.generators._registry import register_generator
+from deepaudit.generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
+from deepaudit.generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
+from deepaudit.generators.training import META_NAME
 from deepaudit.manifest import GeneratorInfo
-from generators._registry import register_generator
-from generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
-from generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
-from generators.training import META_NAME, _load_state, _save_state
 
 __all__ = [
     "VideoDiffusionGenerator",
@@ -85,8 +90,7 @@ def load_training_clips(
 
     clips: list[np.ndarray] = []
     if source is None:
-        from deepaudit.demo import pan_clip
-        from deepaudit.photos import builtin_photos
+        from deepaudit.photos import builtin_photos, pan_clip
 
         for p in builtin_photos():
             for n in (frames, frames * 2):  # two pan speeds
@@ -184,7 +188,7 @@ def train_video_diffusion(
     if find_checkpoint(ckpt) is not None and resume:
         if json.loads((ckpt / "config.json").read_text()) != config.to_json():
             raise DeepauditError(f"{ckpt}: checkpoint was made with another config")
-        _load_state(ckpt / "unet.safetensors", unet)
+        load_module_state(ckpt / "unet.safetensors", unet)
         blob = torch.load(ckpt / "state.pt", weights_only=True)
         opt.load_state_dict(blob["opt"])
         gen.set_state(blob["torch_rng"])
@@ -207,7 +211,7 @@ def train_video_diffusion(
 
     def save_checkpoint() -> None:
         with write_checkpoint(ckpt) as tmp:
-            _save_state(tmp / "unet.safetensors", unet)
+            save_module_state(tmp / "unet.safetensors", unet)
             torch.save({"opt": opt.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
             (tmp / "progress.json").write_text(
                 json.dumps({"step": step, "numpy_rng": rng.bit_generator.state})

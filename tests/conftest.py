@@ -44,7 +44,7 @@ def clip(photo) -> np.ndarray:
 @pytest.fixture(scope="session")
 def creds(tmp_path_factory):
     """A throwaway CA (``creds["ca"]``) and a signing certificate + key made by the tests."""
-    from deepaudit.credentials import load_signing_credentials, make_demo_credentials
+    from deepaudit.c2pa_layer import load_signing_credentials, make_demo_credentials
 
     paths = make_demo_credentials(tmp_path_factory.mktemp("certs"), organization="Test Org")
     return {**paths, "signing": load_signing_credentials(paths["chain"], paths["key"])}
@@ -53,7 +53,7 @@ def creds(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pixel_model(tmp_path_factory):
     """A pixel DDPM trained for 6 steps: its samples are easy to tell from photos."""
-    from generators.training import TrainConfig, train_diffusion
+    from deepaudit.generators.training import TrainConfig, train_diffusion
 
     cfg = TrainConfig(family="pixel", channels=(16, 32), steps=6, batch_size=8, checkpoint_every=3)
     return train_diffusion(cfg, tmp_path_factory.mktemp("m") / "pixel", device="cpu")
@@ -62,9 +62,9 @@ def pixel_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def detector_data(tmp_path_factory, pixel_model):
     """A split manifest: 64 real 32² photo crops and 64 pixel-DDPM samples (two samplers)."""
+    from deepaudit.generators.suite import load_suite, run_suite
+    from deepaudit.generators.training import write_real_crops
     from deepaudit.manifest import read_manifest
-    from generators.suite import load_suite, run_suite
-    from generators.training import write_real_crops
 
     root = tmp_path_factory.mktemp("detdata")
     write_real_crops(root, 64, size=32, seed=99, source="photos")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from deepaudit import media
-from deepaudit.demo import png_bomb_header
 from deepaudit.errors import MediaError
+from deepaudit.photos import png_bomb_header
 
 # --------------------------------------------------------------------------- images
 

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from audit.fairness import FairnessError, Scored, fairness_audit, gap_metrics, load_predictions
+from deepaudit.audit.fairness import (
+    FairnessError,
+    Scored,
+    fairness_audit,
+    gap_metrics,
+    load_predictions,
+)
 from deepaudit.manifest import ManifestItem, ManifestWriter
 
 

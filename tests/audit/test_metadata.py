@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
-from audit.metadata import parse_a1111_parameters, parse_comfyui_prompt, read_ai_metadata
+from deepaudit.audit.metadata import parse_a1111_parameters, parse_comfyui_prompt, read_ai_metadata
 
 A1111 = (
     "a photo of an astronaut riding a horse, highly detailed\n"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.provenance import audit_file, inspect_provenance
-from deepaudit.credentials import (
+from deepaudit.audit.provenance import audit_file, inspect_provenance
+from deepaudit.c2pa_layer import (
     load_demo_ca,
     load_signing_credentials,
     make_demo_credentials,
@@ -212,7 +212,7 @@ def test_hostile_inputs_end_in_a_state(tmp_path):
 
 
 def test_audit_file_combines_c2pa_metadata_and_watermark(tmp_path, creds):
-    from audit.watermark import embed_watermark
+    from deepaudit.audit.watermark import embed_watermark
 
     rng = np.random.default_rng(0)
     img = embed_watermark((rng.random((128, 128, 3)) * 255).astype(np.uint8), "sdxl")

@@ -10,14 +10,19 @@ import subprocess
 import numpy as np
 import pytest
 
-from audit.fairness import fairness_audit, load_predictions
-from audit.generative import ManifestAttribute, ZeroShotCLIP, audit_generator, imbalance
-from audit.report import write_fairness_report
-from audit.transparency import explain, save_explanation, write_dataset_card, write_model_card
-from detectors import create_detector
-from detectors.data import load_items
-from detectors.evaluate import evaluate_detector
-from detectors.train import train_detector
+from deepaudit.audit.fairness import fairness_audit, load_predictions
+from deepaudit.audit.generative import ManifestAttribute, ZeroShotCLIP, audit_generator, imbalance
+from deepaudit.audit.report import write_fairness_report
+from deepaudit.audit.transparency import (
+    explain,
+    save_explanation,
+    write_dataset_card,
+    write_model_card,
+)
+from deepaudit.detectors import create_detector
+from deepaudit.detectors.data import load_items
+from deepaudit.detectors.evaluate import evaluate_detector
+from deepaudit.detectors.train import train_detector
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +108,7 @@ def test_generator_audit(detector_data, trained, tmp_path):
 def test_zero_shot_clip_from_local_weights(tmp_path, photo):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from generators.tiny_pipelines import _tokenizer
+    from deepaudit.generators.tiny_pipelines import _tokenizer
 
     tok = _tokenizer(tmp_path / "tok")
     cfg = CLIPConfig(

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.scan import run_scan
-from deepaudit.credentials import sign_file
-from deepaudit.demo import png_bomb_header
+from deepaudit.audit.scan import run_scan
+from deepaudit.c2pa_layer import sign_file
+from deepaudit.detectors import create_detector
+from deepaudit.detectors.data import load_items
+from deepaudit.detectors.train import train_detector
 from deepaudit.manifest import read_manifest
 from deepaudit.media import write_image, write_video
-from detectors import create_detector
-from detectors.data import load_items
-from detectors.train import train_detector
+from deepaudit.photos import png_bomb_header
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.watermark import SCHEMES, binomial_tail, decode_bits, detect_watermark, embed_watermark
+from deepaudit.audit.watermark import (
+    SCHEMES,
+    binomial_tail,
+    decode_bits,
+    detect_watermark,
+    embed_watermark,
+)
 from deepaudit.media import write_image
 
 

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from deepaudit.detectors import create_detector, list_detectors, load_detector
+from deepaudit.detectors.data import load_items
+from deepaudit.detectors.inference import score_items
+from deepaudit.detectors.metrics import auc
+from deepaudit.detectors.train import train_detector
 from deepaudit.errors import DeepauditError, DependencyError
 from deepaudit.manifest import read_manifest
-from detectors import create_detector, list_detectors, load_detector
-from detectors.data import load_items
-from detectors.metrics import auc
-from detectors.train import score_items, train_detector
 
 FAST = {
     "spectral": {},
@@ -50,7 +51,7 @@ def test_detector_learns_and_reloads(detector_data, tmp_path, name):
 
 
 def test_reconstruction_detector_with_a_suite_autoencoder(detector_data, tmp_path):
-    from generators.training import TrainConfig, train_diffusion
+    from deepaudit.generators.training import TrainConfig, train_diffusion
 
     latent = train_diffusion(
         TrainConfig(
@@ -147,7 +148,7 @@ def test_broken_files_in_the_manifest_are_skipped(detector_data, tmp_path):
 
 
 def test_video_frames_detector(detector_data, tmp_path, clip):
-    from detectors.video import aggregate
+    from deepaudit.detectors.inference import aggregate
 
     base = create_detector("spectral")
     train_detector(base, load_items(detector_data), tmp_path / "img")

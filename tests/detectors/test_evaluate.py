@@ -7,10 +7,10 @@ import json
 from typer.testing import CliRunner
 
 from deepaudit.cli import app
-from detectors import create_detector
-from detectors.data import load_items
-from detectors.evaluate import cross_generator, evaluate_detector
-from detectors.train import train_detector
+from deepaudit.detectors import create_detector
+from deepaudit.detectors.data import load_items
+from deepaudit.detectors.evaluate import cross_generator, evaluate_detector
+from deepaudit.detectors.train import train_detector
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from detectors.metrics import (
+from deepaudit.detectors.metrics import (
     accuracy,
     ap,
     auc,

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def latent_model(tmp_path_factory):
-    from generators.training import TrainConfig, train_diffusion
+    from deepaudit.generators.training import TrainConfig, train_diffusion
 
     cfg = TrainConfig(
         family="latent", channels=(16, 32), ae_channels=(16, 32), steps=6, ae_steps=4, batch_size=8
@@ -17,7 +17,11 @@ def latent_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def video_model(tmp_path_factory):
-    from generators.video import VideoTrainConfig, load_training_clips, train_video_diffusion
+    from deepaudit.generators.video import (
+        VideoTrainConfig,
+        load_training_clips,
+        train_video_diffusion,
+    )
 
     cfg = VideoTrainConfig(frames=4, image_size=16, channels=(8, 16), steps=3, batch_size=2)
     clips = load_training_clips(None, frames=4, size=16)
@@ -28,7 +32,7 @@ def video_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pipelines(tmp_path_factory):
-    from generators.tiny_pipelines import write_tiny_pipeline
+    from deepaudit.generators.tiny_pipelines import write_tiny_pipeline
 
     root = tmp_path_factory.mktemp("pipes")
     return {

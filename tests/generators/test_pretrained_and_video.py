@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepaudit.errors import DependencyError
-from generators import GenerationRequest, create_generator
+from deepaudit.generators import GenerationRequest, create_generator
 
 
 @pytest.fixture(scope="module")

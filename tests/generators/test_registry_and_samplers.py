@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from deepaudit.errors import DependencyError
-from generators import GenerationRequest, create_generator, generator_entry, list_generators
-from generators.samplers import SAMPLERS
+from deepaudit.generators import (
+    GenerationRequest,
+    create_generator,
+    generator_entry,
+    list_generators,
+)
+from deepaudit.generators.samplers import SAMPLERS
 
 
 def test_registry_lists_families_and_samplers():

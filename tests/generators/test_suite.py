@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from deepaudit.generators.suite import SuiteError, load_suite, run_suite
 from deepaudit.manifest import read_manifest, validate_manifest
 from deepaudit.media import write_image
-from generators.suite import SuiteError, load_suite, run_suite
 
 
 def _spec(tmp_path, pixel_model, extra_suite="", entries=None):
@@ -69,8 +69,8 @@ def test_interrupted_suite_resumes_to_identical_bytes(tmp_path, pixel_model):
 
 
 def test_signed_and_watermarked_outputs(tmp_path, tiny_pipelines, creds):
-    from audit.provenance import inspect_provenance
-    from audit.watermark import detect_watermark
+    from deepaudit.audit.provenance import inspect_provenance
+    from deepaudit.audit.watermark import detect_watermark
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red house\n\na blue car\n")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from deepaudit.errors import DeepauditError
+from deepaudit.generators import GenerationRequest, create_generator
+from deepaudit.generators.training import TrainConfig, load_training_images, train_diffusion
 from deepaudit.manifest import ManifestItem, ManifestWriter
 from deepaudit.media import file_sha256, write_image
-from generators import GenerationRequest, create_generator
-from generators.training import TrainConfig, load_training_images, train_diffusion
 
 
 def _weights(path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepaudit.credentials import (
+from deepaudit.c2pa_layer import (
     CredentialError,
     load_signing_credentials,
     make_context,

@@ -237,7 +237,7 @@ def metadata(
 ) -> None:
     """AI-generation signals in image metadata (not C2PA): A1111/ComfyUI/InvokeAI/NovelAI
     records, IPTC digital source type in XMP, EXIF Software and camera fields."""
-    from audit.metadata import read_ai_metadata
+    from deepaudit.audit.metadata import read_ai_metadata
     from deepaudit.errors import MediaError
 
     files = _expand_paths(paths)
@@ -247,9 +247,9 @@ def metadata(
             try:
                 reports.append(read_ai_metadata(f).to_json())
             except MediaError as exc:
-                reports.append(
-                    {"path": str(f), "error": {"class": type(exc).__name__, "message": exc.reason}}
-                )
+                from deepaudit.errors import error_record
+
+                reports.append({"path": str(f), "error": error_record(exc, f)})
             update(done, len(files))
     errors = sum("error" in r for r in reports)
     if as_json:
@@ -316,8 +316,8 @@ def provenance(
     """Where files say they came from: C2PA manifest state (trusted / untrusted / invalid /
     absent / remote / malformed), signer, AI declaration and ingredients, plus AI metadata
     and Stable Diffusion invisible watermarks. Offline: remote manifests are not fetched."""
-    from audit.provenance import audit_file
-    from deepaudit.credentials import make_context
+    from deepaudit.audit.provenance import audit_file
+    from deepaudit.c2pa_layer import make_context
 
     with _errors_to_exit():
         ctx = make_context(trust_anchors)
@@ -437,7 +437,7 @@ def sign(
     as_json: JsonOpt = False,
 ) -> None:
     """Attach a signed C2PA manifest (no thumbnail, no network) declaring how each file was made."""
-    from deepaudit.credentials import load_signing_credentials, sign_file
+    from deepaudit.c2pa_layer import load_signing_credentials, sign_file
 
     if out is None and not in_place:
         _stderr().print("error: give --out FILE/DIR or --in-place", markup=False)
@@ -476,7 +476,7 @@ def demo_cert(
 ) -> None:
     """Make a throwaway CA and signing certificate to try `sign` and `provenance` with.
     Not for real use: anyone holding these files can sign as you."""
-    from deepaudit.credentials import make_demo_credentials
+    from deepaudit.c2pa_layer import make_demo_credentials
 
     paths = make_demo_credentials(out_dir, organization=organization)
     out = _stdout()
@@ -757,7 +757,7 @@ def generators_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Registered generators: name, family, image or video, what it is."""
-    from generators import generator_entry, list_generators
+    from deepaudit.generators import generator_entry, list_generators
 
     rows = []
     for name in list_generators(pattern):
@@ -814,7 +814,7 @@ def generators_train(
             update(step, total)
 
         if family == "video":
-            from generators.video import (
+            from deepaudit.generators.video import (
                 VideoTrainConfig,
                 load_training_clips,
                 train_video_diffusion,
@@ -839,7 +839,11 @@ def generators_train(
                 progress=progress,
             )
         elif family in ("pixel", "latent"):
-            from generators.training import TrainConfig, load_training_images, train_diffusion
+            from deepaudit.generators.training import (
+                TrainConfig,
+                load_training_images,
+                train_diffusion,
+            )
 
             cfg = TrainConfig(
                 family=family,
@@ -880,7 +884,7 @@ def generate(
 ) -> None:
     """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
     item with generator, sampler, seed, prompt and post-processing. Rerun to resume."""
-    from generators.suite import load_suite, run_suite
+    from deepaudit.generators.suite import load_suite, run_suite
 
     with _errors_to_exit():
         spec = load_suite(suite)
@@ -921,15 +925,12 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
 @detectors_app.command("list")
 def detectors_list(as_json: JsonOpt = False) -> None:
     """Registered detectors and what each one is."""
-    import inspect as _inspect
-
-    from detectors._registry import detector_class, list_detectors
+    from deepaudit.detectors import detector_entry, list_detectors
 
     rows = []
     for name in list_detectors():
-        cls = detector_class(name)
-        doc = (_inspect.getdoc(cls) or "").splitlines()[0]
-        rows.append({"name": name, "kind": cls.kind, "description": doc})
+        e = detector_entry(name)
+        rows.append({"name": name, "kind": e.kind, "description": e.description})
     if as_json:
         _print_json(rows)
         return
@@ -965,10 +966,10 @@ def train(
 ) -> None:
     """Train a detector on a manifest (train split; threshold calibrated on val; metrics on
     test) and save it as a folder (config.json + weights). Rerun to resume after a kill."""
+    from deepaudit.detectors import create_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.train import train_detector
     from deepaudit.tracking import Tracker
-    from detectors import create_detector
-    from detectors.data import load_items
-    from detectors.train import train_detector
 
     opts = _parse_options(option)
     with _errors_to_exit():
@@ -1034,10 +1035,10 @@ def evaluate(
 ) -> None:
     """Evaluate a detector: overall and per-generator metrics with 95% CIs, robustness,
     a format-shortcut check, predictions.jsonl (for the fairness audit) and plots."""
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.evaluate import DEFAULT_ROBUSTNESS, evaluate_detector
     from deepaudit.tracking import Tracker
-    from detectors import load_detector
-    from detectors.data import load_items
-    from detectors.evaluate import DEFAULT_ROBUSTNESS, evaluate_detector
 
     with _errors_to_exit():
         det = load_detector(detector)
@@ -1055,7 +1056,7 @@ def evaluate(
                 progress=update,
             )
             if cross_generator:
-                from detectors.evaluate import cross_generator as cross
+                from deepaudit.detectors.evaluate import cross_generator as cross
 
                 result["cross_generator"] = cross(det.name, dict(det.params()), items, out)
     if as_json:
@@ -1127,7 +1128,7 @@ def scan(
     watermarks and detector scores, combined into a verdict with its reasons. Writes
     results.jsonl (one line per file, as it goes), summary.json and report.html. Rerun the
     same command to resume: unchanged files are skipped."""
-    from audit.scan import run_scan
+    from deepaudit.audit.scan import run_scan
 
     with _errors_to_exit(), _progress("scanning") as update:
         summary = run_scan(
@@ -1204,8 +1205,8 @@ def audit_fairness(
     """Per-group and intersectional detector metrics (AUC, AP, EER, FPR, FNR, accuracy, with
     95% CIs) and gap metrics (equalized odds, demographic parity, F_FPR, F_EO, F_MEO, F_DP,
     F_OAE, worst-group AUC). Undefined metrics are shown as n/a with the reason."""
-    from audit.fairness import fairness_audit, load_predictions
-    from audit.report import write_fairness_report
+    from deepaudit.audit.fairness import fairness_audit, load_predictions
+    from deepaudit.audit.report import write_fairness_report
 
     with _errors_to_exit():
         data = load_predictions(predictions, manifest, detector=detector)
@@ -1279,7 +1280,7 @@ def audit_generator_cmd(
 ) -> None:
     """Audit a generator through its outputs: provenance coverage (C2PA, declarations,
     watermarks, metadata), detectability (AUC per detector), diversity, representation."""
-    from audit.generative import ManifestAttribute, ZeroShotCLIP, audit_generator
+    from deepaudit.audit.generative import ManifestAttribute, ZeroShotCLIP, audit_generator
 
     with _errors_to_exit():
         classifier = None
@@ -1340,7 +1341,7 @@ def audit_model_card(
     track: Annotated[bool, typer.Option(help="Log the card to mlflow.")] = True,
 ) -> None:
     """Write MODEL_CARD.md and model_card.json next to a detector."""
-    from audit.transparency import write_model_card
+    from deepaudit.audit.transparency import write_model_card
     from deepaudit.tracking import Tracker
 
     with _errors_to_exit():
@@ -1358,7 +1359,7 @@ def audit_dataset_card(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (manifest).", exists=True)],
 ) -> None:
     """Write DATASET_CARD.md and dataset_card.json (a datasheet) into a dataset folder."""
-    from audit.transparency import write_dataset_card
+    from deepaudit.audit.transparency import write_dataset_card
 
     with _errors_to_exit():
         paths = write_dataset_card(dataset)
@@ -1377,9 +1378,9 @@ def audit_explain(
 ) -> None:
     """Why a detector scored images as it did: Grad-CAM heatmaps (timm, NPR) or the
     spectrum (spectral), saved as PNGs beside the crop the detector saw."""
-    from audit.transparency import explain, save_explanation
+    from deepaudit.audit.transparency import explain, save_explanation
+    from deepaudit.detectors import load_detector
     from deepaudit.media import read_image
-    from detectors import load_detector
 
     with _errors_to_exit():
         det = load_detector(detector)
@@ -1469,7 +1470,7 @@ def demo(
     """The whole toolkit end to end on built-in photos, nothing downloaded: train tiny
     generators, generate a signed synthetic set, train and evaluate detectors, then scan an
     inbox of real, generated, signed, stripped, tampered and broken files. Rerun to resume."""
-    from deepaudit.demo import run_demo
+    from deepaudit.cli.demo import run_demo
 
     console = _stderr()
     with _errors_to_exit():

@@ -17,42 +17,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-__all__ = ["pan_clip", "png_bomb_header", "run_demo"]
-
-
-def pan_clip(image: np.ndarray, *, frames: int = 24, size: int = 128) -> np.ndarray:
-    """A camera pan across a photo: ``frames`` square crops sliding left to right, resized."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    side = min(h, w) * 3 // 4
-    xs = np.linspace(0, w - side, frames).round().astype(int)
-    y = (h - side) // 2
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    for i, x in enumerate(xs):
-        crop = Image.fromarray(image[y : y + side, x : x + side])
-        out[i] = np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
-    return out
-
-
-def png_bomb_header(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+__all__ = ["run_demo"]
 
 
 _SIZES = {
@@ -99,23 +68,27 @@ def run_demo(
     """Run the demo into ``out`` and return its summary (also written to summary.json)."""
     import time
 
-    from audit.scan import run_scan
-    from deepaudit.credentials import load_signing_credentials, make_demo_credentials, sign_file
-    from deepaudit.manifest import read_manifest
-    from deepaudit.tracking import Tracker, default_tracking_uri
-    from detectors import create_detector
-    from detectors.data import load_items
-    from detectors.evaluate import cross_generator, evaluate_detector
-    from detectors.train import train_detector
-    from generators.suite import load_suite, run_suite
-    from generators.tiny_pipelines import write_tiny_pipeline
-    from generators.training import (
+    from deepaudit.audit.scan import run_scan
+    from deepaudit.c2pa_layer import load_signing_credentials, make_demo_credentials, sign_file
+    from deepaudit.detectors import create_detector
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.evaluate import cross_generator, evaluate_detector
+    from deepaudit.detectors.train import train_detector
+    from deepaudit.generators.suite import load_suite, run_suite
+    from deepaudit.generators.tiny_pipelines import write_tiny_pipeline
+    from deepaudit.generators.training import (
         TrainConfig,
         load_training_images,
         train_diffusion,
         write_real_crops,
     )
-    from generators.video import VideoTrainConfig, load_training_clips, train_video_diffusion
+    from deepaudit.generators.video import (
+        VideoTrainConfig,
+        load_training_clips,
+        train_video_diffusion,
+    )
+    from deepaudit.manifest import read_manifest
+    from deepaudit.tracking import Tracker, default_tracking_uri
 
     say = on_step or (lambda msg: None)
     cfg = _SIZES["quick" if quick else "full"]
@@ -264,7 +237,7 @@ def run_demo(
     for name, opts in (("spectral", {}), ("timm", {"epochs": cfg["epochs"], "device": device})):
         folder = dets / name
         if (folder / "config.json").is_file():
-            from detectors import load_detector
+            from deepaudit.detectors import load_detector
 
             det = load_detector(folder)
             metrics = det.metrics
@@ -369,7 +342,7 @@ def _build_scan_inbox(
     generated clip, a full-size photo, and the broken files users meet."""
     from PIL import Image
 
-    from deepaudit.photos import builtin_photos
+    from deepaudit.photos import builtin_photos, png_bomb_header
 
     if inbox.exists():
         shutil.rmtree(inbox)

@@ -29,10 +29,9 @@ from typing import Any, Literal
 
 from deepaudit import __version__
 from deepaudit.errors import DeepauditError, DependencyError
+from deepaudit.iptc import uri_of
 
 __all__ = [
-    "DIGITAL_SOURCE_TYPES",
-    "IPTC_DST",
     "C2paRead",
     "CredentialError",
     "SigningCredentials",
@@ -47,31 +46,6 @@ __all__ = [
     "sign_file",
 ]
 
-IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
-# Short names accepted wherever a digital source type is given; values are the IPTC URIs.
-DIGITAL_SOURCE_TYPES = {
-    name: IPTC_DST + name
-    for name in (
-        "trainedAlgorithmicMedia",
-        "compositeWithTrainedAlgorithmicMedia",
-        "compositeSynthetic",
-        "algorithmicMedia",
-        "algorithmicallyEnhanced",
-        "digitalCapture",
-        "computationalCapture",
-        "compositeCapture",
-        "composite",
-        "digitalCreation",
-        "humanEdits",
-        "minorHumanEdits",
-        "screenCapture",
-        "virtualRecording",
-        "negativeFilm",
-        "positiveFilm",
-        "print",
-        "dataDrivenMedia",
-    )
-}
 
 # Formats c2pa-rs can embed a manifest in, by our sniffed format name → MIME type.
 _SIGNABLE_MIME = {
@@ -266,13 +240,10 @@ def load_signing_credentials(
 def _dst_uri(value: str | None) -> str | None:
     if value is None:
         return None
-    if value.startswith("http://") or value.startswith("https://"):
-        return value
-    if value in DIGITAL_SOURCE_TYPES:
-        return DIGITAL_SOURCE_TYPES[value]
-    raise CredentialError(
-        f"unknown digital source type {value!r}; valid: {', '.join(sorted(DIGITAL_SOURCE_TYPES))}"
-    )
+    try:
+        return uri_of(value)
+    except ValueError as exc:
+        raise CredentialError(str(exc)) from None
 
 
 def build_manifest(

@@ -1,0 +1,233 @@
+"""The detector inference contract: decoded media in, per-file scores out, streamed in batches.
+
+Every caller that scores files — the scan, evaluation, training-time validation and
+calibration, the generator audit, the video detector — goes through this module, so none of
+them needs to know how a detector prepares its inputs or turns frame scores into a file score:
+
+1. :class:`InputSpec` (from ``Detector.input_spec()``) says how a detector wants its pixels.
+   It is a small frozen record, so scan worker processes prepare inputs without holding the
+   model: :meth:`InputSpec.prepare` turns a decoded image, or a clip's sampled frames, into
+   an ``(n, S, S, 3)`` uint8 array (one centre crop per image or frame; optionally the
+   largest face of each frame first).
+2. ``Detector.score_inputs(batch)`` scores prepared inputs, one probability each.
+3. ``Detector.reduce(per_input, video=...)`` makes the file's :class:`FileScore`: an image's
+   single score, or a clip's aggregate with its per-frame scores.
+
+:func:`score_prepared` batches prepared inputs of many files through a detector (inputs of
+different files share batches) and :func:`score_items` streams a labelled set from disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from deepaudit.detectors.data import ItemSet, LabeledItem, crop
+from deepaudit.errors import DeepauditError
+
+__all__ = [
+    "Aggregation",
+    "FileScore",
+    "InputSpec",
+    "aggregate",
+    "detector_keys",
+    "face_crops",
+    "score_items",
+    "score_prepared",
+]
+
+logger = logging.getLogger(__name__)
+
+Aggregation = Literal["mean", "max", "topk"]
+DEFAULT_FRAMES = 8
+
+
+def aggregate(scores: np.ndarray, how: Aggregation = "mean", k: int = 3) -> float:
+    """One score from per-frame scores: their mean, their max, or the mean of the top ``k``."""
+    if scores.size == 0:
+        return float("nan")
+    if how == "mean":
+        return float(scores.mean())
+    if how == "max":
+        return float(scores.max())
+    if how == "topk":
+        return float(np.sort(scores)[-min(k, scores.size) :].mean())
+    raise ValueError(f"aggregation must be mean, max or topk, got {how!r}")
+
+
+def face_crops(frame: np.ndarray, *, min_size: int = 32) -> list[np.ndarray]:
+    """Faces found by OpenCV's bundled frontal-face Haar cascade (largest first)."""
+    import cv2
+
+    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(str(path))
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    boxes = cascade.detectMultiScale(
+        grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size)
+    )
+    boxes = sorted(boxes, key=lambda b: -b[2] * b[3])
+    out = []
+    for x, y, w, h in boxes:
+        m = int(0.2 * max(w, h))
+        out.append(frame[max(0, y - m) : y + h + m, max(0, x - m) : x + w + m])
+    return out
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a detector wants its pixels (hashable and picklable: worker processes use it)."""
+
+    size: int  # side of the square centre crop
+    faces: bool = False  # crop each frame to its largest face first (frames without one: whole)
+
+    def prepare(self, media: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """``(n, size, size, 3)`` uint8: one crop for an image (H, W[, 3]), one per frame of a
+        clip (a (T, H, W, 3) array or a list of frames)."""
+        frames = [media] if isinstance(media, np.ndarray) and media.ndim in (2, 3) else media
+        if not len(frames):
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        if self.faces:
+            faces = [c for f in frames for c in face_crops(np.asarray(f))[:1]]
+            frames = faces or list(frames)
+        return np.stack([crop(np.asarray(f), self.size) for f in frames])
+
+
+@dataclass(frozen=True)
+class FileScore:
+    """A detector's answer for one file: P(synthetic), and for clips the frames behind it."""
+
+    score: float
+    threshold: float
+    frame_scores: tuple[float, ...] | None = None  # clips only
+    aggregation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.threshold, "score": self.score}
+        if self.frame_scores is not None:
+            out["frame_max"] = max(self.frame_scores) if self.frame_scores else None
+            out["frames"] = len(self.frame_scores)
+            out["aggregation"] = self.aggregation
+        return out
+
+
+def score_prepared(
+    det: Any,
+    inputs: Sequence[np.ndarray],
+    *,
+    video: Sequence[bool],
+    batch_size: int | None = 64,
+) -> list[FileScore | None]:
+    """Score many files' prepared inputs (``InputSpec.prepare`` output, one array per file).
+
+    Inputs of consecutive files are concatenated into batches of ``batch_size`` (None: one
+    batch), so small files do not each pay a forward pass. A file with no inputs gets None.
+    """
+    sizes = [len(x) for x in inputs]
+    flat = [x for x in inputs if len(x)]
+    probs = np.zeros(0)
+    if flat:
+        batch = np.concatenate(flat)
+        batch_size = batch_size or len(batch)
+        probs = np.concatenate(
+            [
+                np.asarray(det.score_inputs(batch[i : i + batch_size]), dtype=np.float64)
+                for i in range(0, len(batch), batch_size)
+            ]
+        )
+    out: list[FileScore | None] = []
+    pos = 0
+    for n, is_video in zip(sizes, video, strict=True):
+        out.append(det.reduce(probs[pos : pos + n], video=is_video) if n else None)
+        pos += n
+    return out
+
+
+def _decode(item: LabeledItem, frames: int) -> np.ndarray:
+    from deepaudit.media import read_image, read_video
+
+    if item.kind == "video":
+        return read_video(item.path, num_frames=frames).frames
+    return read_image(item.path)
+
+
+def score_items(
+    det: Any,
+    items: ItemSet,
+    *,
+    perturb: Callable[[np.ndarray], np.ndarray] | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """P(synthetic) for each item (NaN where the file cannot be read).
+
+    Files are decoded, perturbed and prepared by a thread pool — PIL, OpenCV and NumPy
+    release the GIL — while the detector scores the previous chunk.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = det.input_spec()
+    frames = det.frames or DEFAULT_FRAMES
+
+    def load(item: LabeledItem) -> np.ndarray | None:
+        try:
+            media = _decode(item, frames)
+            if perturb is not None:
+                media = (
+                    np.stack([perturb(f) for f in media])
+                    if item.kind == "video"
+                    else perturb(media)
+                )
+            return spec.prepare(media)
+        except DeepauditError as exc:
+            logger.warning("skipping %s", exc)
+            return None
+
+    scores = np.full(len(items), np.nan)
+    n_threads = threads or min(8, max(1, (os.cpu_count() or 2)))
+    done = 0
+    with ThreadPoolExecutor(n_threads) as pool:
+        for start in range(0, len(items), batch_size):
+            chunk = items.items[start : start + batch_size]
+            loaded = list(pool.map(load, chunk))
+            keep = [k for k, x in enumerate(loaded) if x is not None]
+            results = score_prepared(
+                det,
+                [loaded[k] for k in keep],
+                video=[chunk[k].kind == "video" for k in keep],
+                batch_size=batch_size,
+            )
+            for k, r in zip(keep, results, strict=True):
+                if r is not None:
+                    scores[start + k] = r.score
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
+    return scores
+
+
+def detector_keys(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Unique names for detector folders in results: the folder name, or as many trailing
+    path parts as it takes to tell folders with the same name apart (``a/model``, ``b/model``).
+    The same folder given twice is refused with a one-line error."""
+    resolved = [Path(p).resolve() for p in paths]
+    seen: dict[Path, str] = {}
+    for p, raw in zip(resolved, paths, strict=True):
+        if p in seen:
+            raise DeepauditError(f"{raw}: the same detector folder is given twice ({seen[p]})")
+        seen[p] = os.fspath(raw)
+    keys = [p.name for p in resolved]
+    depth = 1
+    while len(set(keys)) < len(keys):
+        depth += 1
+        keys = [
+            "/".join(p.parts[-depth:]) if [q.name for q in resolved].count(p.name) > 1 else p.name
+            for p in resolved
+        ]
+    return keys
