@@ -17,10 +17,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from deepaudit.errors import MediaError
 from deepaudit.iptc import Claim, claim_of
+
+if TYPE_CHECKING:
+    from deepaudit.media import LoadedFile
 
 __all__ = [
     "MetadataReport",
@@ -212,18 +215,23 @@ def _xmp_source_types(xmp: str) -> list[str]:
 # --------------------------------------------------------------------------- reading
 
 
-def read_ai_metadata(path: str | os.PathLike[str]) -> MetadataReport:
-    """All AI-generation and capture signals in an image's metadata (none for videos yet)."""
+def read_ai_metadata(
+    path: str | os.PathLike[str], *, source: LoadedFile | None = None
+) -> MetadataReport:
+    """All AI-generation and capture signals in an image's metadata (none for videos yet).
+
+    ``source``: the file already read by ``deepaudit.media.load_file`` (not read again).
+    """
     from PIL import Image
 
     from deepaudit.media import image_exif, sniff_format
 
     p = Path(path)
-    guess = sniff_format(p)
+    guess = source.guess if source is not None else sniff_format(p)
     if guess.kind != "image":
         return MetadataReport(str(p), ())
     try:
-        with Image.open(p) as im:
+        with Image.open(source.stream() if source is not None else p) as im:
             info = dict(im.info)
             exif = image_exif(im)
             exif_items = dict(exif.items()) if exif else {}

@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from deepaudit.c2pa_layer import C2paRead, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
+
+if TYPE_CHECKING:
+    from deepaudit.media import LoadedFile
 
 __all__ = [
     "Action",
@@ -185,10 +188,14 @@ def inspect_provenance(
     trust_anchors: str | os.PathLike[str] | None = None,
     context=None,
     use_sidecar: bool = True,
+    source: LoadedFile | None = None,
 ) -> ProvenanceRecord:
-    """Read ``path``'s manifest store offline and interpret it. Never raises for content."""
+    """Read ``path``'s manifest store offline and interpret it. Never raises for content.
+
+    ``source``: the file already read by ``deepaudit.media.load_file`` (not read again).
+    """
     ctx = context if context is not None else make_context(trust_anchors)
-    return interpret(read_file(path, context=ctx, use_sidecar=use_sidecar))
+    return interpret(read_file(path, context=ctx, use_sidecar=use_sidecar, source=source))
 
 
 def interpret(read: C2paRead) -> ProvenanceRecord:
@@ -474,6 +481,7 @@ def image_signals(
     *,
     metadata: bool = True,
     watermark: bool = True,
+    source: LoadedFile | None = None,
 ) -> dict[str, Any]:
     """``metadata`` and ``watermark`` entries of an image file (``image``: its decoded
     pixels, for the watermark); a failure is recorded in its entry, never raised."""
@@ -484,7 +492,7 @@ def image_signals(
     out: dict[str, Any] = {}
     if metadata:
         try:
-            out["metadata"] = read_ai_metadata(path).to_json()
+            out["metadata"] = read_ai_metadata(path, source=source).to_json()
         except DeepauditError as exc:
             out["metadata"] = _error(exc)
     if watermark and image is not None:

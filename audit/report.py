@@ -141,6 +141,7 @@ def _plt():
 def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200) -> Path:
     """The scan's page: counts, score histograms, files to look at first, then details."""
     from deepaudit.audit.results import iter_results, top_for_review
+    from deepaudit.audit.verdict import GLOSSARY
 
     s = summary.to_json()
     rep = HtmlReport(
@@ -159,12 +160,7 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
         ["verdict", "files"], [(pill(v), n) for v, n in s["by_verdict"].items() if n], raw_cols=(0,)
     )
     rep.paragraph(
-        "synthetic: a trusted C2PA manifest declares AI generation/editing. likely-synthetic: an "
-        "untrusted declaration, AI metadata, a watermark, or a detector over its calibrated "
-        "threshold. needs-review: the evidence disagrees, or a manifest is invalid. "
-        "likely-authentic: a trusted capture claim and no detector over threshold. no-evidence: "
-        "nothing points either way (a detector under threshold is not proof).",
-        cls="muted",
+        " ".join(f"{v}: {text}." for v, text in GLOSSARY.items() if v != "error"), cls="muted"
     )
     rep.heading("Provenance (C2PA)", "provenance")
     rep.table(["state", "files"], sorted(s["by_provenance_state"].items(), key=lambda kv: -kv[1]))

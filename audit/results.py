@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepaudit.audit.verdict import VERDICTS
+from deepaudit.audit.verdict import ATTENTION, REVIEW_PRIORITY, VERDICTS
 
 __all__ = [
     "REPORT",
@@ -47,6 +47,7 @@ class ScanSummary:
     by_kind: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     walk_errors: list[str] = field(default_factory=list)
+    sidecars_attached: list[str] = field(default_factory=list)  # .c2pa read with their asset
     seconds: float = 0.0
     detectors: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +61,7 @@ class ScanSummary:
             "by_kind": self.by_kind,
             "errors": self.errors,
             "walk_errors": self.walk_errors,
+            "sidecars_attached": self.sidecars_attached,
             "seconds": round(self.seconds, 2),
             "files_per_s": round(self.scanned / self.seconds, 2) if self.seconds else None,
             "detectors": self.detectors,
@@ -67,13 +69,8 @@ class ScanSummary:
 
     @property
     def attention(self) -> int:
-        v = self.by_verdict
-        return (
-            v.get("synthetic", 0)
-            + v.get("likely-synthetic", 0)
-            + v.get("needs-review", 0)
-            + self.errors
-        )
+        """Files a person should look at (see ``verdict.ATTENTION``)."""
+        return sum(n for v, n in self.by_verdict.items() if v in ATTENTION)
 
 
 def load_done(results: Path) -> dict[str, tuple[int, int, str | None]]:
@@ -149,14 +146,11 @@ def iter_results(results: Path) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
 
 
-PRIORITY = {"needs-review": 4, "likely-synthetic": 3, "error": 2, "synthetic": 1}
-
-
 def top_for_review(results: Path, k: int = 200) -> list[dict[str, Any]]:
     """The ``k`` files a human should look at first (streaming, a heap of k)."""
     heap: list[tuple[float, int, dict[str, Any]]] = []
     for n, rec in enumerate(iter_results(results)):
-        pri = PRIORITY.get(rec.get("verdict", ""), 0)
+        pri = REVIEW_PRIORITY.get(rec.get("verdict", ""), 0)
         if not pri:
             continue
         margin = max(

@@ -1,11 +1,18 @@
 """``deepaudit scan``: files → media → provenance + metadata + watermark + detectors → verdicts.
 
-Pipeline: the main process walks the paths and hands files to worker processes, which hash,
-sniff, read C2PA, metadata and watermarks and decode the pixels the detectors need (centre
-crops of images, K sampled frames of videos). The main process batches those crops through
-each detector (``inference_mode``; AMP and channels_last on CUDA), decides the verdict and
-appends one JSON line per file to ``results.jsonl``, flushed as it goes. At most
-``workers × 4`` files are in flight, so memory stays flat however many files there are.
+Pipeline: the main process walks the paths (:mod:`deepaudit.walk`, the walker ``inspect``
+and the manifest importers use too) and hands files to worker processes. A worker reads each
+file once (:func:`deepaudit.media.load_file`) and hands that copy to the hashing, the C2PA
+reader, the metadata and watermark readers and the decoder, then prepares the inputs each
+detector asked for (its :class:`~deepaudit.detectors.inference.InputSpec`). The main process
+scores them through the detector inference contract — it never needs to know what kind of
+detector it runs — decides the verdict (:mod:`deepaudit.audit.verdict`, all the policy) and
+appends one JSON line per file to ``results.jsonl`` (:mod:`deepaudit.audit.results`),
+flushed as it goes. At most ``workers × 4`` files are in flight, so memory stays flat.
+
+Every walked file gets a row, except a ``.c2pa`` sidecar whose asset is beside it: it is
+read with that asset (its row names the sidecar) and listed in the summary; an orphan
+sidecar gets a row of kind ``sidecar`` that says so.
 
 Re-running the same scan skips files already in ``results.jsonl`` with the same size, mtime
 and SHA-256; a torn last line (a killed scan) is dropped and redone. At the end
@@ -15,6 +22,7 @@ and SHA-256; a torn last line (a killed scan) is dropped and redone. At the end
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -38,13 +46,16 @@ from deepaudit.audit.results import (
     summarise_results,
     write_results_csv,
 )
-from deepaudit.audit.verdict import decide
+from deepaudit.audit.verdict import verdict_for
 from deepaudit.errors import DeepauditError, MediaError, error_record
+from deepaudit.walk import walk_files
 
-__all__ = ["ScanOptions", "iter_scan_files", "run_scan"]
+__all__ = ["SIDECAR_SUFFIX", "ScanOptions", "examine_file", "run_scan"]
 
 logger = logging.getLogger(__name__)
-_SKIP_NAMES = {RESULTS, SUMMARY, REPORT, "results.csv", ".DS_Store", "Thumbs.db"}
+# the scan's own outputs, when a scanned folder holds an earlier scan
+_OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"})
+SIDECAR_SUFFIX = ".c2pa"
 
 
 @dataclass(frozen=True)
@@ -54,84 +65,6 @@ class ScanOptions:
     input_specs: tuple[Any, ...] = ()  # detectors' InputSpecs: inputs are prepared in workers
     watermark: bool = True
     metadata: bool = True
-
-
-# --------------------------------------------------------------------------- walking
-
-
-def iter_scan_files(
-    paths: Sequence[str | os.PathLike[str]],
-    *,
-    errors: list[str] | None = None,
-    exclude: Sequence[Path] = (),
-) -> Iterator[Path]:
-    """Files under ``paths`` (recursively), each once: symlink loops and duplicates via links
-    are skipped, unreadable folders reported in ``errors``; hidden entries and sidecars skipped."""
-    import glob
-
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
-    excluded = {p.resolve() for p in exclude}
-    errs = errors if errors is not None else []
-
-    def file_ok(p: Path) -> bool:
-        """Once per inode; pipes and devices pass (their row says why they are not scanned)."""
-        if p.name in _SKIP_NAMES or p.suffix.lower() == ".c2pa":
-            return False
-        try:
-            st = p.stat()
-        except OSError as exc:  # a dangling link, or a file gone since listing
-            errs.append(f"{p}: {exc.strerror or exc}")
-            return False
-        key = (st.st_dev, st.st_ino)
-        if key in seen_files:
-            return False
-        seen_files.add(key)
-        return True
-
-    def walk(d: Path) -> Iterator[Path]:
-        try:
-            st = d.stat()
-        except OSError as exc:
-            errs.append(f"{d}: {exc.strerror or exc}")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs or d.resolve() in excluded:
-            return
-        seen_dirs.add(key)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as exc:
-            errs.append(f"{d}: cannot list folder ({exc.strerror or exc})")
-            return
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            p = Path(e.path)
-            try:
-                is_dir = e.is_dir()  # follows links; loops are caught by seen_dirs
-            except OSError:
-                is_dir = False
-            if is_dir:
-                yield from walk(p)
-            elif file_ok(p):
-                yield p
-
-    for raw in paths:
-        text = os.fspath(raw)
-        matches = (
-            [Path(m) for m in sorted(glob.glob(text))] if glob.has_magic(text) else [Path(text)]
-        )
-        if not matches:
-            errs.append(f"{text}: no such file or folder")
-        for p in matches:
-            if p.is_dir():
-                yield from walk(p)
-            elif p.exists() or p.is_symlink():
-                if file_ok(p):
-                    yield p
-            else:
-                errs.append(f"{p}: no such file or folder")
 
 
 # --------------------------------------------------------------------------- worker side
@@ -149,26 +82,36 @@ def _context(anchors: str | None):
 
 
 def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
-    """Everything about one file except detector scores; never raises for the file's content."""
+    """Everything about one file except detector scores; never raises for the file's content.
+
+    The file is read once (:func:`deepaudit.media.load_file`) and that copy, with its format,
+    goes to the C2PA reader, the metadata reader and the decoder, so no reader opens the
+    file or sniffs its format again.
+    """
     from deepaudit.audit.provenance import image_signals, inspect_provenance
-    from deepaudit.media import file_sha256, read_image, read_video, sniff_format
+    from deepaudit.media import load_file, probe, read_image, read_video
 
     p = Path(path)
     rec: dict[str, Any] = {"path": str(p)}
+    source = None
     try:
         st = p.stat()
         rec["size"] = st.st_size
         rec["mtime_ns"] = st.st_mtime_ns
         if not stat.S_ISREG(st.st_mode):
             raise MediaError(p, "not a regular file (a pipe, socket or device)")
-        rec["sha256"] = file_sha256(p)
-        guess = sniff_format(p)
+        source = load_file(p)
+        rec["sha256"] = source.sha256
+        if p.suffix.lower() == SIDECAR_SUFFIX:
+            rec["kind"] = "sidecar"
+            raise MediaError(
+                p, "a C2PA sidecar manifest without its asset beside it (same name, media suffix)"
+            )
+        guess = source.guess
         rec["kind"], rec["format"] = guess.kind, guess.format
         if guess.format in ("gif", "webp", "png"):  # animated GIF/WebP/APNG are clips
-            from deepaudit.media import probe
-
             with contextlib.suppress(DeepauditError):
-                if probe(p, verify=False).kind == "video":
+                if probe(p, verify=False, source=source).kind == "video":
                     rec["kind"] = "video"
     except DeepauditError as exc:
         rec["kind"] = rec.get("kind", "other")
@@ -176,10 +119,12 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     except OSError as exc:
         rec["kind"] = "other"
         rec["error"] = error_record(exc, p)
-    if "error" in rec and rec.get("kind") == "other" and "sha256" not in rec:
+    if "error" in rec and (rec["kind"] == "sidecar" or "sha256" not in rec):
         return rec
     try:
-        rec["provenance"] = inspect_provenance(p, context=_context(opts.trust_anchors)).to_json()
+        rec["provenance"] = inspect_provenance(
+            p, context=_context(opts.trust_anchors), source=source
+        ).to_json()
     except Exception as exc:  # the C2PA layer must never stop a scan
         rec["provenance"] = {"state": "malformed", "reason": f"{type(exc).__name__}: {exc}"}
     if "error" in rec:
@@ -187,13 +132,17 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     inputs: dict[Any, np.ndarray] = {}
     try:
         if rec["kind"] == "image":
-            img = read_image(p)
+            img = read_image(p, source=source)
             rec["width"], rec["height"] = int(img.shape[1]), int(img.shape[0])
-            rec.update(image_signals(p, img, metadata=opts.metadata, watermark=opts.watermark))
+            rec.update(
+                image_signals(
+                    p, img, metadata=opts.metadata, watermark=opts.watermark, source=source
+                )
+            )
             for spec in opts.input_specs:
                 inputs[spec] = spec.prepare(img)
         elif rec["kind"] == "video":
-            video = read_video(p, num_frames=opts.frames)
+            video = read_video(p, num_frames=opts.frames, source=source)
             frames = video.frames
             rec["frames_sampled"] = len(frames)
             rec["width"], rec["height"] = int(frames.shape[2]), int(frames.shape[1])
@@ -206,6 +155,19 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["error"] = error_record(exc, p)
     rec["_inputs"] = inputs
     return rec
+
+
+def attached_asset(sidecar: Path) -> Path | None:
+    """The asset a ``.c2pa`` sidecar belongs to (same folder and stem, another suffix), whose
+    provenance read includes the sidecar; None for an orphan sidecar."""
+    try:
+        siblings = sorted(sidecar.parent.glob(glob.escape(sidecar.stem) + ".*"))
+    except OSError:
+        return None
+    for s in siblings:
+        if s.suffix.lower() != SIDECAR_SUFFIX and s.is_file():
+            return s
+    return None
 
 
 # --------------------------------------------------------------------------- main side
@@ -313,7 +275,10 @@ def run_scan(
     pending: list[dict[str, Any]] = []
 
     def todo() -> Iterator[Path]:
-        for p in iter_scan_files(paths, errors=walk_errors, exclude=[out]):
+        for p in walk_files(paths, errors=walk_errors, exclude=[out], skip_names=_OUTPUT_NAMES):
+            if p.suffix.lower() == SIDECAR_SUFFIX and attached_asset(p) is not None:
+                summary.sidecars_attached.append(str(p))  # read with its asset: no row
+                continue
             prev = done.get(str(p))
             if prev is not None:
                 if _unchanged(p, prev):
@@ -328,9 +293,7 @@ def run_scan(
             _score(pending, loaded)
             for rec in pending:
                 rec.pop("_inputs", None)
-                verdict, reasons = _verdict(rec)
-                if "error" in rec and verdict in ("no-evidence", "likely-authentic"):
-                    verdict = "error"  # unreadable, and nothing else says anything
+                verdict, reasons = verdict_for(rec)
                 rec["verdict"] = verdict
                 rec["reasons"] = [r.to_json() for r in reasons]
                 fh.write(json.dumps(rec, default=_json_default) + "\n")
@@ -433,14 +396,6 @@ def _score(records: list[dict[str, Any]], loaded: list[_LoadedDetector]) -> None
             continue
         for k, result in zip(owners, results, strict=True):
             records[k].setdefault("scores", {})[ld.key] = result.to_json()
-
-
-def _verdict(rec: dict[str, Any]):
-    if "error" in rec and not rec.get("provenance"):
-        return "error", []
-    return decide(
-        rec.get("provenance"), rec.get("metadata"), rec.get("watermark"), rec.get("scores", {})
-    )
 
 
 def _json_default(o: Any) -> Any:

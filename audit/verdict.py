@@ -12,10 +12,15 @@ Verdicts:
 - ``likely-synthetic``: an untrusted declaration, AI metadata, a watermark, or a detector
   over its threshold — and nothing stronger says otherwise;
 - ``needs-review``: evidence disagrees (capture claim vs AI evidence), or a manifest is
-  invalid or malformed (tampering or damage);
+  invalid or malformed (tampering or damage) — the file's own or any ingredient's in its
+  provenance tree;
 - ``likely-authentic``: a trusted capture claim and no detector over threshold;
 - ``no-evidence``: nothing points either way (detectors under threshold are not proof);
-- ``error``: the file could not be read.
+- ``error``: the file could not be read, and nothing else says anything about it.
+
+All verdict policy lives here: the ranking (:func:`decide`), the record-level rules
+(:func:`verdict_for`), which verdicts need a person's attention and in which order, and the
+words the reports use for each verdict.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["VERDICTS", "Reason", "decide"]
+__all__ = [
+    "ATTENTION",
+    "GLOSSARY",
+    "REVIEW_PRIORITY",
+    "VERDICTS",
+    "Reason",
+    "decide",
+    "verdict_for",
+]
 
 Verdict = Literal[
     "synthetic", "likely-synthetic", "needs-review", "likely-authentic", "no-evidence", "error"
@@ -37,6 +50,20 @@ VERDICTS: tuple[str, ...] = (
     "no-evidence",
     "error",
 )
+
+# verdicts that a person should look at, and the order of the report's review queue
+ATTENTION = frozenset({"synthetic", "likely-synthetic", "needs-review", "error"})
+REVIEW_PRIORITY = {"needs-review": 4, "likely-synthetic": 3, "error": 2, "synthetic": 1}
+GLOSSARY = {
+    "synthetic": "a trusted C2PA manifest declares AI generation/editing",
+    "likely-synthetic": "an untrusted declaration, AI metadata, a watermark, or a detector over "
+    "its calibrated threshold",
+    "needs-review": "the evidence disagrees, or a manifest (the file's or an ingredient's) is "
+    "invalid",
+    "likely-authentic": "a trusted capture claim and no detector over threshold",
+    "no-evidence": "nothing points either way (a detector under threshold is not proof)",
+    "error": "the file could not be read",
+}
 
 # strength order: higher first in the reasons list
 _STRENGTH = {
@@ -88,6 +115,15 @@ def decide(
     if state in ("invalid", "malformed"):
         codes = ", ".join(prov.get("codes") or []) or prov.get("reason", "")
         reasons.append(Reason("c2pa-invalid", "tampered", f"C2PA manifest {state}: {codes}"))
+    for chain, node in _broken_ingredients(prov.get("ingredients") or []):
+        codes = ", ".join(node.get("codes") or []) or "no reason recorded"
+        reasons.append(
+            Reason(
+                "c2pa-invalid",
+                "tampered",
+                f"C2PA ingredient {chain} is {node.get('state')}: {codes}",
+            )
+        )
     for sig in (metadata or {}).get("signals", []) or []:
         if sig.get("claim") == "ai-generated" or sig.get("claim") == "ai-edited":
             if sig.get("strength") in ("strong", "moderate"):
@@ -124,3 +160,37 @@ def decide(
     if auth and auth[0].source == "c2pa-trusted" and not flagged:
         return "likely-authentic", reasons
     return "no-evidence", reasons
+
+
+def _broken_ingredients(
+    nodes: Any, chain: str = "", depth: int = 0
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Ingredients anywhere in the provenance tree whose manifest failed validation, each
+    with its chain of titles (``edit.png > gen.png``)."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    if depth > 32 or not isinstance(nodes, list):
+        return out
+    for node in nodes:
+        if not isinstance(node, Mapping):
+            continue
+        name = f"{chain} > {node.get('title') or node.get('label') or '?'}".lstrip(" >")
+        if node.get("state") in ("invalid", "malformed"):
+            out.append((repr(name), node))
+        out.extend(_broken_ingredients(node.get("ingredients"), name, depth + 1))
+    return out
+
+
+def verdict_for(record: Mapping[str, Any]) -> tuple[str, list[Reason]]:
+    """The verdict of one scan record: its evidence ranked by :func:`decide`, and ``error``
+    when the file could not be read and nothing else says anything about it."""
+    if "error" in record and not record.get("provenance"):
+        return "error", []
+    verdict, reasons = decide(
+        record.get("provenance"),
+        record.get("metadata"),
+        record.get("watermark"),
+        record.get("scores") or {},
+    )
+    if "error" in record and verdict in ("no-evidence", "likely-authentic"):
+        return "error", reasons  # unreadable, and nothing else says anything
+    return verdict, reasons

@@ -25,11 +25,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from deepaudit import __version__
 from deepaudit.errors import DeepauditError, DependencyError
 from deepaudit.iptc import uri_of
+
+if TYPE_CHECKING:
+    from deepaudit.media import LoadedFile
 
 __all__ = [
     "C2paRead",
@@ -393,10 +396,12 @@ def read_file(
     context=None,
     trust_anchors: str | os.PathLike[str] | None = None,
     use_sidecar: bool = True,
+    source: LoadedFile | None = None,
 ) -> C2paRead:
     """Read and validate the manifest store of ``path`` (embedded, or a sidecar ``.c2pa``).
 
     Never raises for the file's content; unreadable files are ``status="error"``.
+    ``source``: the file already read by ``deepaudit.media.load_file`` (not read again).
     """
     c2pa = _c2pa()
     p = Path(path)
@@ -404,7 +409,7 @@ def read_file(
     from deepaudit.media import sniff_format
 
     try:
-        guess = sniff_format(p)
+        guess = source.guess if source is not None else sniff_format(p)
     except OSError as exc:
         return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {exc}")
     except DeepauditError as exc:  # not media at all: nothing C2PA could be attached to
@@ -422,11 +427,14 @@ def read_file(
         except OSError as exc:
             return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
     try:
-        with p.open("rb") as fh:
+        with source.stream() if source is not None else p.open("rb") as fh:
             # c2pa pulls bytes through a Python callback in small reads: hand it memory
             # when the file is small enough (half the time per file for photos).
-            size = os.fstat(fh.fileno()).st_size
-            stream = io.BytesIO(fh.read()) if size <= _IN_MEMORY_BYTES else fh
+            if isinstance(fh, io.BytesIO):
+                stream = fh
+            else:
+                size = os.fstat(fh.fileno()).st_size
+                stream = io.BytesIO(fh.read()) if size <= _IN_MEMORY_BYTES else fh
             reader = c2pa.Reader.try_create(mime, stream, manifest_data, context=ctx)
             if reader is None:
                 return C2paRead(str(p), "absent")

@@ -20,6 +20,7 @@ from typing import Any
 
 from deepaudit.errors import DeepauditError, ManifestError, MediaError
 from deepaudit.manifest import (
+    MANIFEST_NAME,
     AttributeValue,
     GeneratorInfo,
     Label,
@@ -106,28 +107,25 @@ def item_from_file(
 
 
 def iter_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Every regular file under ``folder``, sorted, skipping hidden entries and manifests."""
+    """Every regular file under ``folder`` by the one walker (:mod:`deepaudit.walk`: sorted,
+    hidden entries skipped, links followed once), leaving out dataset manifests."""
+    from deepaudit.walk import walk_files
+
     root = Path(folder)
     if not root.is_dir():
         raise MediaError(root, "is not a folder")
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_log_walk_error):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.endswith(".jsonl"):
-                continue
-            path = Path(dirpath) / name
-            try:
-                regular = stat.S_ISREG(path.stat().st_mode)
-            except OSError:
-                regular = True  # let the reader report a broken link with its reason
-            if not regular:  # reading a FIFO would block forever
-                logger.warning("%s: skipped, not a regular file", path)
-                continue
-            yield path
-
-
-def _log_walk_error(exc: OSError) -> None:
-    logger.warning("%s: cannot list folder (%s)", exc.filename, exc.strerror)
+    errors: list[str] = []
+    for path in walk_files([root], errors=errors, skip_names={MANIFEST_NAME}):
+        try:
+            regular = stat.S_ISREG(path.stat().st_mode)
+        except OSError:
+            regular = True  # let the reader report a file gone since listing
+        if not regular:  # reading a FIFO would block forever
+            logger.warning("%s: skipped, not a regular file", path)
+            continue
+        yield path
+    for line in errors:
+        logger.warning("%s", line)
 
 
 def _claims_media(path: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,6 +39,8 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_PIXELS",
+    "IN_MEMORY_BYTES",
+    "LoadedFile",
     "MediaInfo",
     "ProbeResult",
     "Video",
@@ -45,6 +48,7 @@ __all__ = [
     "file_sha256",
     "image_exif",
     "iter_video_frames",
+    "load_file",
     "probe",
     "probe_files",
     "read_image",
@@ -68,6 +72,8 @@ MediaKind = Literal["image", "video"]
 VideoCodec = Literal["auto", "h264", "mp4v", "mjpg", "xvid", "ffv1", "vp8", "gif", "webp"]
 
 _SNIFF_BYTES = 4096
+#: Files up to this size are read into memory once and every reader parses that copy.
+IN_MEMORY_BYTES = 64 << 20
 # FFmpeg inside OpenCV prints every decoding hiccup to stderr; our errors say it in one line.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -149,6 +155,64 @@ def _os_reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
+@dataclass(frozen=True)
+class LoadedFile:
+    """One read of a file, handed to every reader so each file is opened and sniffed once.
+
+    ``data`` holds the whole file when it is at most :data:`IN_MEMORY_BYTES` (C2PA, metadata
+    and pixel readers then parse that copy); larger files keep only their first bytes and
+    readers open the path. ``guess`` raises the MediaError :func:`sniff_format` would.
+    """
+
+    path: Path
+    size: int
+    mtime_ns: int
+    head: bytes
+    data: bytes | None = None
+
+    @functools.cached_property
+    def guess(self) -> FormatGuess:
+        return _classify(self.path, self.head)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        return file_sha256(self.path)
+
+    def stream(self) -> BinaryIO:
+        """The bytes as a binary file object (memory when held, else the file, opened now)."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise MediaError(self.path, _os_reason(exc)) from exc
+
+
+def load_file(
+    path: str | os.PathLike[str], *, in_memory_bytes: int = IN_MEMORY_BYTES
+) -> LoadedFile:
+    """Read a file once (whole when small); MediaError for folders, pipes and I/O errors."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise MediaError(p, "is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise MediaError(p, "not a regular file (a pipe, socket or device)")
+        with open(p, "rb") as fh:
+            if st.st_size <= in_memory_bytes:
+                data = fh.read()
+                return LoadedFile(p, len(data), st.st_mtime_ns, data[:_SNIFF_BYTES], data)
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise MediaError(p, _os_reason(exc)) from exc
+    except ValueError as exc:  # e.g. an embedded NUL byte in the path
+        raise MediaError(p, f"invalid path ({exc})") from exc
+    return LoadedFile(p, st.st_size, st.st_mtime_ns, head)
+
+
 def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:
     """Recognise a media file by its first bytes; raise MediaError for anything else."""
     p = Path(path)
@@ -164,6 +228,10 @@ def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:
         raise MediaError(p, _os_reason(exc)) from exc
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
         raise MediaError(p, f"invalid path ({exc})") from exc
+    return _classify(p, head)
+
+
+def _classify(p: Path, head: bytes) -> FormatGuess:
     if not head:
         raise MediaError(p, "empty file (0 bytes)")
     guess = sniff_bytes(head)
@@ -186,15 +254,17 @@ def probe(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
+    source: LoadedFile | None = None,
 ) -> MediaInfo:
     """Identify a file by content and read its geometry.
 
     With ``verify`` (the default) the pixels are decoded too, so a truncated image fails
     here; for a video the first and the last frame its header promises are decoded.
+    ``source``: the file already read by :func:`load_file` (not read or sniffed again).
     """
     p = Path(path)
-    guess = sniff_format(p)
-    size = p.stat().st_size
+    guess = source.guess if source is not None else sniff_format(p)
+    size = source.size if source is not None else p.stat().st_size
     fps: float | None
     if guess.format in VIDEO_CONTAINERS:
         with _open_capture(p, guess) as (cap, width, height, frames, fps):
@@ -203,7 +273,7 @@ def probe(
                 frames = _verify_capture(p, guess, cap, frames)
         kind: MediaKind = "video"
     else:
-        with _open_pil(p, guess, max_pixels) as im:
+        with _open_pil(p, guess, max_pixels, source) as im:
             frames = _pil_frame_count(p, im)
             if verify:
                 _pil_load(p, guess, im, frames - 1, max_pixels)  # needs every byte before it
@@ -227,13 +297,21 @@ def probe(
 # --------------------------------------------------------------------------- images
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file (first frame of an animation) to RGB uint8 (H, W, 3), upright."""
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: LoadedFile | None = None,
+) -> np.ndarray:
+    """Decode an image file (first frame of an animation) to RGB uint8 (H, W, 3), upright.
+
+    ``source``: the file already read by :func:`load_file` (not read or sniffed again).
+    """
     p = Path(path)
-    guess = sniff_format(p)
+    guess = source.guess if source is not None else sniff_format(p)
     if guess.format in VIDEO_CONTAINERS:
         raise MediaError(p, f"is a {guess.description}, not an image (use read_video)")
-    with _open_pil(p, guess, max_pixels) as im:
+    with _open_pil(p, guess, max_pixels, source) as im:
         try:
             im.seek(0)
             im.load()
@@ -253,11 +331,13 @@ def _decode_reason(guess: FormatGuess, exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _open_pil(p: Path, guess: FormatGuess, max_pixels: int) -> Iterator[Image.Image]:
+def _open_pil(
+    p: Path, guess: FormatGuess, max_pixels: int, source: LoadedFile | None = None
+) -> Iterator[Image.Image]:
     try:
         with _pil_pixel_limit(max_pixels), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(p)
+            im = Image.open(source.stream() if source is not None else p)
     except Image.DecompressionBombError as exc:
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"claims {int(claimed.group(1)) / 1e6:,.1f} Mpx, " if claimed else ""
@@ -484,21 +564,24 @@ def read_video(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     allow_truncated: bool = False,
+    source: LoadedFile | None = None,
 ) -> Video:
     """Decode a video (MP4, MOV, AVI, MKV, WebM, animated GIF/WebP/PNG) to sampled frames.
 
     With neither ``num_frames`` nor ``every`` every frame is returned (refused when that would
     take more than ``max_bytes``). A file whose header promises more frames than decode is
     an error, unless ``allow_truncated``: then the frames that do decode are sampled and the
-    result is marked ``truncated``.
+    result is marked ``truncated``. ``source``: the file already read by :func:`load_file`.
     """
     p = Path(path)
-    guess = sniff_format(p)
-    if guess.format in VIDEO_CONTAINERS:
+    guess = source.guess if source is not None else sniff_format(p)
+    if guess.format in VIDEO_CONTAINERS:  # OpenCV's FFmpeg reads the path itself
         return _read_cv2_video(
             p, guess, num_frames, every, max_frames, max_pixels, max_bytes, allow_truncated
         )
-    return _read_pil_animation(p, guess, num_frames, every, max_frames, max_pixels, max_bytes)
+    return _read_pil_animation(
+        p, guess, num_frames, every, max_frames, max_pixels, max_bytes, source
+    )
 
 
 def iter_video_frames(
@@ -735,8 +818,10 @@ def _pil_frame(
     return _to_rgb_array(im)
 
 
-def _read_pil_animation(p, guess, num_frames, every, max_frames, max_pixels, max_bytes) -> Video:
-    with _open_pil(p, guess, max_pixels) as im:
+def _read_pil_animation(
+    p, guess, num_frames, every, max_frames, max_pixels, max_bytes, source=None
+) -> Video:
+    with _open_pil(p, guess, max_pixels, source) as im:
         count = _pil_frame_count(p, im)
         _check_frame_limit(p, count, max_frames)
         fps = _pil_fps(im, count) if count > 1 else 1.0
