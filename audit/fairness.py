@@ -1,7 +1,7 @@
 """Fairness of a detector across groups: per group, per intersection, gaps, with intervals.
 
-Input: per-item scores (``predictions.jsonl`` from ``deepaudit evaluate``, or a scan's
-``results.jsonl``) matched by id or path to a manifest that holds labels and attributes.
+Input: per-item scores (``predictions.jsonl`` from ``deepaudit detectors evaluate``, or a
+scan's ``results.jsonl``) matched by id or path to a manifest that holds labels and attributes.
 
 Per group (each value of each attribute) and per intersection of the attributes: n,
 n_real, n_synthetic, AUC, AP, EER, and at the threshold FPR (real called synthetic), FNR
@@ -36,7 +36,14 @@ import numpy as np
 from deepaudit.detectors.metrics import ap, auc, bootstrap_ci, eer
 from deepaudit.errors import DeepauditError
 
-__all__ = ["FairnessReport", "GroupResult", "fairness_audit", "gap_metrics", "load_predictions"]
+__all__ = [
+    "FairnessReport",
+    "GroupResult",
+    "calibrated_threshold",
+    "fairness_audit",
+    "gap_metrics",
+    "load_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +126,33 @@ def load_predictions(
             f"(e.g. {shown})"
         )
     return Scored(np.asarray(labels), np.asarray(scores, dtype=np.float64), attrs, ids, unmatched)
+
+
+def calibrated_threshold(
+    predictions: str | os.PathLike[str], *, detector: str | None = None, default: float = 0.5
+) -> float:
+    """The threshold the detector was calibrated to, as recorded beside ``predictions``:
+    evaluate's ``metrics.json`` or a scan's ``summary.json`` (``detector`` picks one of a
+    scan's detectors; default its first). Audits at that threshold judge the detector as it
+    is deployed; ``default`` when nothing is recorded."""
+    folder = Path(predictions).parent
+    for name in ("metrics.json", "summary.json"):
+        p = folder / name
+        if not p.is_file():
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            reason = f"not JSON ({exc.msg}); give the threshold explicitly"
+            raise FairnessError(f"{p}: {reason}") from None
+        if "threshold" in data:
+            return float(data["threshold"])
+        dets = data.get("detectors") or {}
+        if dets:
+            key = detector or next(iter(dets))
+            if key in dets and "threshold" in dets[key]:
+                return float(dets[key]["threshold"])
+    return default
 
 
 def _score_of(r: Mapping[str, Any], detector: str | None, where: Path) -> float | None:

@@ -17,6 +17,7 @@ items of the same manifest or of another one:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "audit_generator",
     "imbalance",
     "pairwise_diversity",
+    "write_generator_audit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,6 +238,15 @@ def audit_generator(
     if classifier is not None:
         result["representation"] = _representation(synth, images, classifier)
     return result
+
+
+def write_generator_audit(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Save an :func:`audit_generator` result as ``generator_audit.json`` in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "generator_audit.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
 
 
 def _representation(items, images, classifier) -> dict[str, Any]:

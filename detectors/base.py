@@ -67,6 +67,12 @@ class Detector:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------
+    @property
+    def media_kinds(self) -> tuple[str, ...]:
+        """Manifest kinds it scores (for ``load_items``), so callers need not branch on
+        ``kind``: a video detector scores clips and stills alike, an image detector images."""
+        return ("image", "video") if self.kind == "video" else ("image",)
+
     def input_spec(self) -> InputSpec:
         """How this detector wants its pixels (a centre crop of ``input_size`` by default)."""
         return InputSpec(self.input_size)

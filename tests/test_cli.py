@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,20 +19,72 @@ from deepaudit.media import write_image
 runner = CliRunner()
 
 
-def test_help_lists_commands_without_importing_torch():
+GROUPS = {
+    "manifest": {
+        "import-folder",
+        "import-cnnspot",
+        "import-csv",
+        "builtin",
+        "validate",
+        "split",
+        "stats",
+        "filter",
+    },
+    "generators": {"list", "train"},
+    "detectors": {"list", "train", "evaluate"},
+    "audit": {"fairness", "generator", "model-card", "dataset-card", "explain"},
+}
+ROOT = {
+    "inspect",
+    "metadata",
+    "provenance",
+    "sign",
+    "demo-cert",
+    "generate",
+    "scan",
+    "env",
+    "runs",
+    "demo",
+    *GROUPS,
+}
+
+
+def _listed_commands(help_text: str) -> set[str]:
+    section = help_text.split("Commands:", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ")}
+
+
+def test_help_of_every_group_without_importing_torch():
+    """`--help` stays instant: no torch (seconds to import) behind the root or any group."""
     code = (
         "import sys\n"
-        "sys.argv = ['deepaudit', '--help']\n"
         "from deepaudit.cli import main\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"for args in [[], *[[g] for g in {sorted(GROUPS)!r}], ['detectors', 'train']]:\n"
+        "    sys.argv = ['deepaudit', *args, '--help']\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 0\n"
+        "    print('=' * 20)\n"
         "heavy = [m for m in ('torch', 'cv2', 'mlflow', 'diffusers', 'PIL') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout
-    for command in ("inspect", "manifest", "env", "runs", "demo"):
-        assert command in out.stdout
-    assert "deepfake detection and provenance auditing" in out.stdout
+    root, *groups, train, _ = out.stdout.split("=" * 20)
+    assert "deepfake detection and provenance auditing" in root
+    # train/evaluate live under `detectors`, not at the root
+    assert _listed_commands(root) == ROOT
+    for (name, commands), text in zip(sorted(GROUPS.items()), groups, strict=True):
+        assert f"Usage: deepaudit {name} " in text
+        assert _listed_commands(text) == commands
+        _usage, *about = [p for p in text.split("Options:")[0].split("\n\n") if p.strip()]
+        assert len(about) >= 2, f"`{name} --help` explains nothing beyond its first line"
+    assert "--detector" in train and "--set" in train
+
+
+def test_python_m_deepaudit_is_the_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "deepaudit", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("deepaudit ")
 
 
 def test_version():
@@ -41,6 +95,7 @@ def test_version():
 def test_usage_error_exits_2(tmp_path):
     assert runner.invoke(app, ["inspect", str(tmp_path / "missing")]).exit_code == 2
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+    assert runner.invoke(app, ["train", "--data", str(tmp_path)]).exit_code == 2
 
 
 @pytest.fixture
@@ -274,3 +329,47 @@ def test_generators_list_train_and_generate(tmp_path, monkeypatch):
     (tmp_path / "bad.toml").write_text('[[generate]]\ngenerator = "pixel-ddimm"\ncount = 1\n')
     bad = runner.invoke(app, ["generate", "--suite", "bad.toml", "--out", "x"])
     assert bad.exit_code == 1 and "unknown generator 'pixel-ddimm'" in bad.output
+
+
+def _jpeg_with_corrupt_exif(path: Path, photo) -> Path:
+    """A JPEG whose APP1 Exif block promises five IFD entries and holds one and a third."""
+    write_image(path, photo)
+    jpeg = path.read_bytes()
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 5) + b"\x0f\x01\x02\x00" * 4
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    path.write_bytes(jpeg[:2] + app1 + jpeg[2:])
+    return path
+
+
+def test_third_party_warnings_go_to_the_log_not_the_terminal(tmp_path, photo):
+    bad = _jpeg_with_corrupt_exif(tmp_path / "exif.jpg", photo)
+    command = [sys.executable, "-m", "deepaudit"]
+    quiet = subprocess.run([*command, "metadata", str(bad)], capture_output=True, text=True)
+    assert quiet.returncode == 0 and f"{bad}: no AI metadata" in quiet.stdout
+    assert "EXIF" not in quiet.stderr and "Warning" not in quiet.stderr
+    loud = subprocess.run([*command, "-v", "metadata", str(bad)], capture_output=True, text=True)
+    assert loud.returncode == 0
+    assert "WARNING py.warnings" in loud.stderr and "Corrupt EXIF data" in loud.stderr
+
+
+def test_audit_fairness_takes_the_threshold_recorded_by_evaluate(tmp_path):
+    rng = np.random.default_rng(0)
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    with (ev / "predictions.jsonl").open("w") as fh:
+        for i in range(80):
+            label = i % 2
+            score = rng.uniform(0.3, 1.0) if label else rng.uniform(0.0, 0.7)
+            group = "a" if i % 3 else "b"
+            row = {"id": f"x{i}", "label": label, "score": score, "attributes": {"group": group}}
+            fh.write(json.dumps(row) + "\n")
+    (ev / "metrics.json").write_text(json.dumps({"detector": "spectral", "threshold": 0.37}))
+    args = ["audit", "fairness", "--predictions", str(ev / "predictions.jsonl")]
+    args += ["--attributes", "group", "--out", str(tmp_path / "fair"), "--min-n", "5", "--json"]
+    recorded = runner.invoke(app, args)
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.stdout)["threshold"] == 0.37
+    assert (tmp_path / "fair" / "fairness.json").is_file()
+    chosen = runner.invoke(app, [*args, "--threshold", "0.6"])
+    assert json.loads(chosen.stdout)["threshold"] == 0.6

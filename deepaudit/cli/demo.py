@@ -74,19 +74,10 @@ def run_demo(
     from deepaudit.detectors.data import load_items
     from deepaudit.detectors.evaluate import cross_generator, evaluate_detector
     from deepaudit.detectors.train import train_detector
+    from deepaudit.generators import train_generator
     from deepaudit.generators.suite import load_suite, run_suite
     from deepaudit.generators.tiny_pipelines import write_tiny_pipeline
-    from deepaudit.generators.training import (
-        TrainConfig,
-        load_training_images,
-        train_diffusion,
-        write_real_crops,
-    )
-    from deepaudit.generators.video import (
-        VideoTrainConfig,
-        load_training_clips,
-        train_video_diffusion,
-    )
+    from deepaudit.generators.training import load_training_images, write_real_crops
     from deepaudit.manifest import read_manifest
     from deepaudit.tracking import Tracker, default_tracking_uri
 
@@ -126,49 +117,29 @@ def run_demo(
     # 2. generators
     t0 = time.perf_counter()
     models = root / "models"
-    pixel = models / "pixel"
-    if not (pixel / "deepaudit.json").is_file():
-        train_diffusion(
-            TrainConfig(
-                family="pixel",
-                channels=cfg["channels"],
-                steps=cfg["pixel"],
-                batch_size=32,
-                name="demo-pixel",
-            ),
-            pixel,
-            data=photos,
-            device=device,
-            tracker=tracker,
-        )
-    latent = models / "latent"
-    if not (latent / "deepaudit.json").is_file():
-        train_diffusion(
-            TrainConfig(
-                family="latent",
-                channels=cfg["channels"],
-                steps=cfg["latent"],
-                ae_steps=cfg["ae"],
-                batch_size=32,
-                name="demo-latent",
-            ),
-            latent,
-            data=photos,
-            device=device,
-            tracker=tracker,
-        )
-    video = models / "video"
-    if not (video / "deepaudit.json").is_file():
-        vcfg = VideoTrainConfig(
-            frames=cfg["video_frames"],
-            image_size=cfg["video_size"],
-            channels=(8, 16) if quick else (16, 32),
+    per_family = {
+        "pixel": dict(steps=cfg["pixel"], channels=cfg["channels"], batch_size=32),
+        "latent": dict(
+            steps=cfg["latent"], ae_steps=cfg["ae"], channels=cfg["channels"], batch_size=32
+        ),
+        "video": dict(
             steps=cfg["video"],
+            size=cfg["video_size"],
+            frames=cfg["video_frames"],
+            channels=(8, 16) if quick else (16, 32),
             batch_size=2,
-            name="demo-video",
-        )
-        clips = load_training_clips(None, frames=vcfg.frames, size=vcfg.image_size)
-        train_video_diffusion(vcfg, video, clips=clips, device=device, tracker=tracker)
+        ),
+    }
+    for family, options in per_family.items():
+        if not (models / family / "deepaudit.json").is_file():
+            train_generator(
+                family,  # type: ignore[arg-type]
+                models / family,
+                name=f"demo-{family}",
+                device=device,
+                tracker=tracker,
+                **options,
+            )
     tiny = models / "tiny-sd"
     if not (tiny / "model_index.json").is_file():
         write_tiny_pipeline("text2img", tiny)

@@ -10,6 +10,7 @@ import pytest
 from deepaudit.audit.fairness import (
     FairnessError,
     Scored,
+    calibrated_threshold,
     fairness_audit,
     gap_metrics,
     load_predictions,
@@ -134,3 +135,20 @@ def test_predictions_matched_to_a_manifest(tmp_path, photo):
     pred.write_text(json.dumps({"id": "nope", "score": 0.1}) + "\n")
     with pytest.raises(FairnessError, match="none of 1 predictions matched"):
         load_predictions(pred, root)
+
+
+def test_calibrated_threshold_read_beside_the_predictions(tmp_path):
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"detector": "timm", "threshold": 0.37}))
+    assert calibrated_threshold(ev / "predictions.jsonl") == 0.37
+    scan = tmp_path / "scan"
+    scan.mkdir()
+    dets = {"spectral": {"threshold": 0.2}, "timm": {"threshold": 0.8}}
+    (scan / "summary.json").write_text(json.dumps({"files": 3, "detectors": dets}))
+    assert calibrated_threshold(scan / "results.jsonl") == 0.2  # a scan's first detector
+    assert calibrated_threshold(scan / "results.jsonl", detector="timm") == 0.8
+    assert calibrated_threshold(tmp_path / "p.jsonl") == 0.5  # nothing recorded
+    (ev / "metrics.json").write_text("{not json")
+    with pytest.raises(FairnessError, match=r"metrics\.json: not JSON"):
+        calibrated_threshold(ev / "predictions.jsonl")

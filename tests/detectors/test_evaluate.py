@@ -1,4 +1,4 @@
-"""Evaluation grids and the train/evaluate commands."""
+"""Evaluation grids and the `detectors train|evaluate` commands."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_train_and_evaluate_commands(detector_data, tmp_path, monkeypatch):
     trained = runner.invoke(
         app,
         [
+            "detectors",
             "train",
             "--data",
             str(detector_data),
@@ -63,6 +64,7 @@ def test_train_and_evaluate_commands(detector_data, tmp_path, monkeypatch):
     ev = runner.invoke(
         app,
         [
+            "detectors",
             "evaluate",
             "--detector",
             "det",
@@ -76,26 +78,26 @@ def test_train_and_evaluate_commands(detector_data, tmp_path, monkeypatch):
     assert ev.exit_code == 0, ev.output
     assert "AUC" in ev.stdout and (tmp_path / "ev" / "predictions.jsonl").is_file()
     bad = runner.invoke(
-        app, ["train", "--data", str(detector_data), "--detector", "cnn", "--out", "x"]
+        app, ["detectors", "train", "--data", str(detector_data), "--detector", "cnn", "--out", "x"]
     )
     assert bad.exit_code != 0 and "unknown detector 'cnn'" in bad.output
 
 
 def test_ddp_training_under_torchrun(detector_data, tmp_path):
     """Two CPU processes with the gloo backend: the DDP code path runs and rank 0 saves."""
-    import os
-    import shutil
     import subprocess
     import sys
 
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     cmd = [
-        torchrun,
+        sys.executable,  # torchrun itself, without relying on its script being on this venv's PATH
+        "-m",
+        "torch.distributed.run",
         "--nproc_per_node",
         "2",
         "--standalone",
         "-m",
         "deepaudit",
+        "detectors",
         "train",
         "--data",
         str(detector_data),

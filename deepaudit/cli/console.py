@@ -1,0 +1,126 @@
+"""The terminal side every command shares: consoles, JSON output, progress bars, error
+exits, exit codes and the options several commands take.
+
+Only the CLI writes to the terminal; library code reports through the ``progress``
+callbacks and the errors made here into one-line messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_USAGE",
+    "AnchorsOpt",
+    "JsonOpt",
+    "StrictOpt",
+    "errors_to_exit",
+    "expand_paths",
+    "print_json",
+    "progress_bar",
+    "stderr",
+    "stdout",
+]
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Exit 1 when any file is unreadable or any check fails.")
+]
+AnchorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust-anchors",
+        help="PEM file or folder of root certificates to trust. Without it every valid "
+        "signature is reported as 'untrusted' (valid but the signer is unknown).",
+    ),
+]
+
+
+def stdout() -> Console:
+    """Results: plain text that pipes and redirects keep intact (no highlighting, no wrap)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    """Notes, warnings and errors, so that stdout stays the result."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout, written directly: rich would wrap and colour it."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields the (done, total) callback library code takes."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given, folders walked recursively (sorted, hidden entries skipped)."""
+    from deepaudit.manifest_import import iter_files
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(iter_files(p) if p.is_dir() else [p])
+    return files
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """A DeepauditError ends the command with its one-line message and exit code 1."""
+    from deepaudit.errors import DeepauditError
+
+    try:
+        yield
+    except DeepauditError as exc:
+        stderr().print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    except ValueError as exc:  # bad option values found by the library (e.g. ratios)
+        stderr().print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None

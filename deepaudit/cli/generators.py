@@ -1,0 +1,151 @@
+"""``deepaudit generators list|train`` and ``deepaudit generate``: the synthetic class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deepaudit.cli.console import (
+    EXIT_FINDINGS,
+    JsonOpt,
+    errors_to_exit,
+    print_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
+
+__all__ = ["app", "generate"]
+
+app = typer.Typer(
+    help="The generator suite: list the generators, train the diffusion models made here.\n\n"
+    "Generators are the synthetic class detectors learn from: diffusion models trained here "
+    "on real photos (pixel, latent and video families, one name per sampler) and pretrained "
+    "diffusers pipelines loaded from local folders. `deepaudit generate` turns a suite spec "
+    "into a dataset.",
+    no_args_is_help=True,
+)
+
+
+@app.command("list")
+def generators_list(
+    pattern: Annotated[str, typer.Argument(help="Glob over names, e.g. 'pixel-*'.")] = "*",
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered generators: name, family, image or video, what it is."""
+    from deepaudit.generators import generator_entry, list_generators
+
+    rows = []
+    for name in list_generators(pattern):
+        e = generator_entry(name)
+        rows.append(
+            {"name": name, "family": e.family, "kind": e.kind, "description": e.description}
+        )
+    if as_json:
+        print_json(rows)
+        return
+    out = stdout()
+    for r in rows:
+        out.print(f"{r['name']:<18} {r['kind']:<6} {r['description']}", markup=False)
+
+
+@app.command("train")
+def generators_train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (resumes).")],
+    family: Annotated[
+        str, typer.Option(help="pixel (DDPM in pixel space), latent (autoencoder + UNet), video.")
+    ] = "pixel",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real images: a manifest folder or a folder (default: built-in photos)."),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="Optimisation steps (the reproducible budget).")
+    ] = 1000,
+    minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes even if steps remain.")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Image side in pixels (multiple of 8).")] = 32,
+    channels: Annotated[
+        str | None, typer.Option(help="UNet widths, e.g. 32,64,64 (default by family).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
+    class_attribute: Annotated[
+        str | None, typer.Option(help="Train class-conditional on this manifest attribute.")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Video family: frames per clip.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for weights and data order.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    track: Annotated[bool, typer.Option(help="Record the run in mlflow.")] = True,
+) -> None:
+    """Train a small diffusion model on real photos (nothing is downloaded). Interrupt it
+    any time: rerunning the same command resumes from the last checkpoint."""
+    from deepaudit.generators import train_generator
+    from deepaudit.generators.training import META_NAME
+    from deepaudit.tracking import Tracker
+
+    widths = _parse_channels(channels)
+    with errors_to_exit(), progress_bar(f"training {family} diffusion") as update:
+        path = train_generator(
+            family,  # type: ignore[arg-type]  # the library names the allowed ones
+            out,
+            data=data,
+            steps=steps,
+            size=size,
+            channels=widths,
+            batch_size=batch_size,
+            seed=seed,
+            class_attribute=class_attribute,
+            frames=frames,
+            device=device,
+            minutes=minutes,
+            tracker=Tracker() if track else None,
+            progress=lambda step, total, loss: update(step, total),
+        )
+    meta = json.loads((path / META_NAME).read_text())
+    stdout().print(
+        f"model written to {path} ({meta['steps_done']} steps, {meta['seconds']} s on "
+        f'{meta["device"]}); sample it with e.g. generator = "{family}-ddim", model = "{path}"',
+        markup=False,
+    )
+
+
+def _parse_channels(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"channels must be integers like 32,64,64: {text}") from None
+
+
+def generate(
+    suite: Annotated[Path, typer.Option("--suite", help="Suite spec (TOML).", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (resumes).")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
+    item with generator, sampler, seed, prompt and post-processing. Rerun to resume."""
+    from deepaudit.generators.suite import load_suite, run_suite
+
+    with errors_to_exit():
+        spec = load_suite(suite)
+        with progress_bar("generating") as update:
+            report = run_suite(spec, out, device=device, progress=update)
+    data = report.to_json()
+    if as_json:
+        print_json(data)
+    else:
+        stdout().print(
+            f"{data['generated']} generated, {data['skipped']} already there, "
+            f"{len(data['failed'])} failed -> {out / 'manifest.jsonl'}",
+            markup=False,
+        )
+        for f in data["failed"][:10]:
+            stderr().print(f"failed: {f['id']}: {f['error']}", markup=False)
+    if data["failed"]:
+        raise typer.Exit(EXIT_FINDINGS)
