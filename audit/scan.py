@@ -22,7 +22,6 @@ and SHA-256; a torn last line (a killed scan) is dropped and redone. At the end
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
 import os
@@ -47,15 +46,15 @@ from deepaudit.audit.results import (
     write_results_csv,
 )
 from deepaudit.audit.verdict import verdict_for
+from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 from deepaudit.errors import DeepauditError, MediaError, error_record
 from deepaudit.walk import walk_files
 
-__all__ = ["SIDECAR_SUFFIX", "ScanOptions", "examine_file", "run_scan"]
+__all__ = ["ScanOptions", "examine_file", "run_scan"]
 
 logger = logging.getLogger(__name__)
 # the scan's own outputs, when a scanned folder holds an earlier scan
 _OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"})
-SIDECAR_SUFFIX = ".c2pa"
 
 
 @dataclass(frozen=True)
@@ -155,19 +154,6 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["error"] = error_record(exc, p)
     rec["_inputs"] = inputs
     return rec
-
-
-def attached_asset(sidecar: Path) -> Path | None:
-    """The asset a ``.c2pa`` sidecar belongs to (same folder and stem, another suffix), whose
-    provenance read includes the sidecar; None for an orphan sidecar."""
-    try:
-        siblings = sorted(sidecar.parent.glob(glob.escape(sidecar.stem) + ".*"))
-    except OSError:
-        return None
-    for s in siblings:
-        if s.suffix.lower() != SIDECAR_SUFFIX and s.is_file():
-            return s
-    return None
 
 
 # --------------------------------------------------------------------------- main side
@@ -276,7 +262,7 @@ def run_scan(
 
     def todo() -> Iterator[Path]:
         for p in walk_files(paths, errors=walk_errors, exclude=[out], skip_names=_OUTPUT_NAMES):
-            if p.suffix.lower() == SIDECAR_SUFFIX and attached_asset(p) is not None:
+            if p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None:
                 summary.sidecars_attached.append(str(p))  # read with its asset: no row
                 continue
             prev = done.get(str(p))

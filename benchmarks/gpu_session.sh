@@ -26,7 +26,7 @@ timeout 120 python3 -m benchmarks.generate --device cuda | tee "$OUT/generate.js
 echo "== generator training on CUDA: pixel DDPM 64², 300 steps"
 timeout 120 python3 - <<'PY' | tee "$OUT/gen_train.json"
 import json, time
-from generators.training import TrainConfig, train_diffusion
+from deepaudit.generators.training import TrainConfig, train_diffusion
 for prec in ("fp32", "bf16"):
     cfg = TrainConfig(family="pixel", image_size=64, channels=(64, 128, 128), steps=300, batch_size=64)
     t = time.perf_counter()

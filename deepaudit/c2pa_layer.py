@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from deepaudit.media import LoadedFile
 
 __all__ = [
+    "SIDECAR_SUFFIX",
     "C2paRead",
     "CredentialError",
     "SigningCredentials",
+    "asset_of_sidecar",
     "build_manifest",
     "load_demo_ca",
     "load_signing_credentials",
@@ -65,6 +67,7 @@ _SIGNABLE_MIME = {
 }
 
 _IN_MEMORY_BYTES = 64 << 20
+SIDECAR_SUFFIX = ".c2pa"
 
 ReadStatus = Literal["ok", "absent", "remote", "unsupported", "unreadable", "error"]
 
@@ -370,7 +373,23 @@ def _one_line(exc: BaseException) -> str:
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """Where a sidecar manifest store of ``path`` lives: the same name with ``.c2pa``."""
     p = Path(path)
-    return p.with_suffix(".c2pa")
+    return p.with_suffix(SIDECAR_SUFFIX)
+
+
+def asset_of_sidecar(sidecar: str | os.PathLike[str]) -> Path | None:
+    """The asset a ``.c2pa`` sidecar belongs to (same folder and stem, another suffix), whose
+    manifest read includes the sidecar; None for a sidecar without its asset."""
+    import glob
+
+    side = Path(sidecar)
+    try:
+        siblings = sorted(side.parent.glob(glob.escape(side.stem) + ".*"))
+    except OSError:
+        return None
+    for s in siblings:
+        if s.suffix.lower() != SIDECAR_SUFFIX and s.is_file():
+            return s
+    return None
 
 
 # --------------------------------------------------------------------------- reading

@@ -102,12 +102,15 @@ def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given, folders walked recursively (sorted, hidden entries skipped)."""
-    from deepaudit.manifest_import import iter_files
+    """Files under ``paths`` by the walker the scan uses (:mod:`deepaudit.walk`: globs,
+    folders sorted, hidden entries skipped, links followed once); what cannot be walked is
+    reported on stderr, one line each."""
+    from deepaudit.walk import walk_files
 
-    files: list[Path] = []
-    for p in paths:
-        files.extend(iter_files(p) if p.is_dir() else [p])
+    errors: list[str] = []
+    files = list(walk_files(paths, errors=errors))
+    for line in errors:
+        stderr().print(f"warning: {line}", markup=False)
     return files
 
 

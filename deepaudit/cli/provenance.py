@@ -51,8 +51,14 @@ def provenance(
 
     with errors_to_exit():
         ctx = make_context(trust_anchors)
-    # A sidecar manifest (.c2pa) is read with the file it describes; walked folders skip it.
-    files = [f for f in expand_paths(paths) if f.suffix.lower() != ".c2pa" or f in paths]
+    from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
+
+    # A sidecar manifest (.c2pa) is read with the file it describes, as in the scan.
+    files = [
+        f
+        for f in expand_paths(paths)
+        if f.suffix.lower() != SIDECAR_SUFFIX or f in paths or asset_of_sidecar(f) is None
+    ]
     records: list[dict[str, Any]] = []
     with progress_bar("reading provenance", enabled=len(files) > 20) as update:
         for done, f in enumerate(files, start=1):
