@@ -2,14 +2,16 @@
 
 Generators write dataset folders through :mod:`deepaudit.manifest`; they do not import
 ``detectors`` or ``audit``. The registry follows timm: ``list_generators()``,
-``create_generator(name, **cfg)``; a generator turns :class:`GenerationRequest` batches
-into :class:`GeneratedItem` s, and :func:`run_suite` turns a TOML spec into a dataset.
+``create_generator(name, **cfg)``, and ``load_generator(dir)`` for a model folder trained
+here; a generator turns :class:`GenerationRequest` batches into :class:`GeneratedItem` s,
+and :func:`run_suite` turns a TOML spec into a dataset.
 """
 
 from deepaudit.generators._registry import (
     create_generator,
     generator_entry,
     list_generators,
+    load_generator,
     register_generator,
 )
 from deepaudit.generators.base import GeneratedItem, GenerationRequest, Generator
@@ -25,5 +27,6 @@ __all__ = [
     "create_generator",
     "generator_entry",
     "list_generators",
+    "load_generator",
     "register_generator",
 ]
