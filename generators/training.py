@@ -8,9 +8,9 @@ Two architecturally different families, so cross-generator tests mean something:
 
 Both can be class-conditional on an attribute of the real images (``class_attribute``),
 so synthetic items can be made per group. Training samples random crops from an image
-pyramid of the real set, checkpoints every ``checkpoint_every`` steps and resumes from the
-checkpoint after an interruption (same config, same data → the same final weights as an
-uninterrupted run when stopped by steps, not minutes). The result is a diffusers pipeline
+pyramid of the real set and runs in :class:`deepaudit.trainer.Trainer`: a checkpoint every
+``checkpoint_every`` steps, and a rerun after a kill anywhere ends with the same bits as an
+uninterrupted run (when stopped by steps, not minutes). The result is a diffusers pipeline
 folder (``DDPMPipeline`` / ``LDMPipeline``; loadable by diffusers itself) plus
 ``deepaudit.json`` describing the model and its training data.
 """

@@ -128,7 +128,7 @@ train_detector(det, load_items(sys.argv[1]), sys.argv[2], progress=progress)
 """
 
 
-@pytest.mark.slow  # three training processes: ~35 s on 2 busy cores, mostly imports
+@pytest.mark.slow  # three training processes: 12-35 s on 2 shared cores, mostly imports
 def test_sigkill_inside_an_epoch_then_rerun_ends_with_the_same_bits(
     detector_data, tmp_path, run_script
 ):

@@ -55,7 +55,7 @@ train_diffusion(cfg, sys.argv[1], data=data, device="cpu", progress=progress)
 """
 
 
-@pytest.mark.slow  # three training processes: ~40 s on 2 busy cores, mostly imports
+@pytest.mark.slow  # three training processes: 16-45 s on 2 shared cores, mostly imports
 def test_sigkill_between_checkpoints_then_rerun_ends_with_the_same_weights(tmp_path, run_script):
     a, b = tmp_path / "a", tmp_path / "b"
     straight = dict(line.split() for line in run_script(_TRAIN_PRINTING_LOSSES, a))
