@@ -1,10 +1,11 @@
 """Checkpoint folders that are never half-written: built beside, then swapped in.
 
-Generator training, video training and detector training all keep their resumable state
-in one folder. :func:`write_checkpoint` yields a fresh side folder to fill; when the block
-ends the old checkpoint is moved aside, the new one renamed into place and the old one
-deleted. :func:`find_checkpoint` returns the last complete one, recovering the old folder
-when a kill fell between the two renames.
+Every trainer keeps its resumable state in one folder (what goes in it is
+:mod:`deepaudit.trainer`'s business). :func:`write_checkpoint` yields a fresh side folder to
+fill; when the block ends the old checkpoint is moved aside, the new one renamed into place
+and the old one deleted. :func:`find_checkpoint` returns the last complete one, recovering
+the old folder when a kill fell between the two renames. :func:`discard_checkpoint` removes
+it and its side folders once the final model is written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["find_checkpoint", "load_module_state", "save_module_state", "write_checkpoint"]
+__all__ = [
+    "discard_checkpoint",
+    "find_checkpoint",
+    "load_module_state",
+    "save_module_state",
+    "write_checkpoint",
+]
 
 
 def _side(ckpt: Path, suffix: str) -> Path:
@@ -46,6 +53,14 @@ def find_checkpoint(ckpt: str | os.PathLike[str]) -> Path | None:
     if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
         os.replace(old, ckpt)
     return ckpt if ckpt.is_dir() else None
+
+
+def discard_checkpoint(ckpt: str | os.PathLike[str]) -> None:
+    """Remove a checkpoint and any side folder a kill left behind (the model is written)."""
+    ckpt = Path(ckpt)
+    for folder in (ckpt, _side(ckpt, ".part"), _side(ckpt, ".old")):
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def save_module_state(path: str | os.PathLike[str], module: Any) -> None:

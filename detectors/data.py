@@ -224,16 +224,19 @@ class EpochSampler:
     def __init__(self, n: int, *, seed: int, rank: int = 0, num_replicas: int = 1) -> None:
         self.n, self.seed, self.rank, self.num_replicas = n, seed, rank, num_replicas
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        """The epoch to draw; ``start`` skips this rank's first indices (a run resumed from
+        a checkpoint made inside the epoch sees the rest of the same permutation)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self):
         perm = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
         if self.num_replicas > 1:  # pad so every rank gets the same number of items
             per = -(-self.n // self.num_replicas)
             perm = np.resize(perm, per * self.num_replicas)[self.rank :: self.num_replicas]
-        return iter((perm + self.epoch * self.n).tolist())
+        return iter((perm[self.start :] + self.epoch * self.n).tolist())
 
     def __len__(self) -> int:
         return -(-self.n // self.num_replicas) if self.num_replicas > 1 else self.n

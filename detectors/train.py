@@ -1,11 +1,12 @@
 """Training loop for the network detectors, and ``train_detector`` for every detector.
 
-:func:`fit_network`: AdamW + BCE on random crops; bf16/fp16 autocast and channels_last on
-CUDA, fp32 on CPU; DataLoader workers for larger sets; per-epoch validation AUC with early
-stopping (the best epoch's weights are kept); a checkpoint after every epoch so a killed
-run (even ``kill -9``) resumes with ``resume=True`` and ends where an uninterrupted run
-would (shuffling and augmentation are seeded per epoch, not carried in state). Under
-``torchrun`` it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA).
+:func:`fit_network`: AdamW + BCE on random crops; bf16/fp16 autocast on CUDA, fp32 on CPU;
+channels_last always; DataLoader workers for larger sets; per-epoch validation AUC with
+early stopping (the best epoch's weights are kept). It runs in :class:`deepaudit.trainer.
+Trainer`: a checkpoint after every epoch (and on Ctrl-C, inside one), so a killed run (even
+``kill -9``) resumes and ends with the same bits as an uninterrupted one — shuffling and
+augmentation are seeded per (epoch, item), the rest is in the checkpoint. Under ``torchrun``
+it trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA).
 
 :func:`train_detector`: the whole job for any registered detector — split, fit, calibrate
 the threshold to a target FPR on validation data, score the test split, save the folder,
@@ -15,22 +16,23 @@ model version.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import hashlib
 import logging
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepaudit.checkpoints import find_checkpoint, write_checkpoint
+from deepaudit.checkpoints import discard_checkpoint
 from deepaudit.detectors.data import CropDataset, EpochSampler, ItemSet
 from deepaudit.detectors.inference import score_items
 from deepaudit.errors import DeepauditError
+from deepaudit.trainer import Trainer, TrainState, tracked_run
 
 __all__ = ["fit_network", "train_detector"]
 
@@ -81,16 +83,17 @@ def fit_network(
 
     from deepaudit.devices import device_policy, seed_everything
 
-    policy = device_policy(device, precision=precision)
+    # channels_last everywhere, as in inference: validation scoring between epochs converts
+    # the module to it, and weights in another memory format take other CPU kernels (other
+    # floats), so a run resumed from a checkpoint would drift from one never interrupted.
+    policy = dataclasses.replace(device_policy(device, precision=precision), channels_last=True)
     _maybe_init_distributed(policy.device)
     rank, world = _dist()
     dev = policy.torch_device()
     if policy.is_cuda and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     seed_everything(det.seed)
-    module = module.to(dev)
-    if policy.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    module = module.to(dev).to(memory_format=torch.channels_last)
     net = module
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -102,24 +105,6 @@ def fit_network(
     workers = (
         num_workers if num_workers is not None else (0 if len(ds) < 2000 else policy.num_workers)
     )
-    history: dict[str, Any] = {"epochs": [], "best_epoch": None, "best_val_auc": None}
-    start_epoch = 0
-    best_state = None
-    bad_epochs = 0
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and resume and find_checkpoint(ckpt) is not None:
-        from safetensors.torch import load_file
-
-        module.load_state_dict(load_file(ckpt / "model.safetensors"))
-        blob = torch.load(ckpt / "state.pt", weights_only=True)
-        opt.load_state_dict(blob["opt"])
-        history = json.loads((ckpt / "history.json").read_text())
-        start_epoch = len(history["epochs"])
-        bad_epochs = int(blob["bad_epochs"])
-        if (ckpt / "best.safetensors").is_file():
-            best_state = load_file(ckpt / "best.safetensors")
-        logger.info("resuming from epoch %d", start_epoch)
-
     sampler = EpochSampler(len(ds), seed=det.seed, rank=rank, num_replicas=world)
     loader = DataLoader(
         ds,
@@ -131,24 +116,65 @@ def fit_network(
         prefetch_factor=4 if workers > 0 else None,
     )
     steps_per_epoch = math.ceil(len(sampler) / batch_size)
-    total = epochs * steps_per_epoch
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        net.train()
-        loss_sum, n_steps, seen, skipped = None, 0, 0, 0
+    state = TrainState(
+        modules={"model": module},
+        stateful={"opt": opt, **({"scaler": scaler} if scaler is not None else {})},
+        tensors={"best": None, "epoch": None},  # the best epoch's weights; the loss so far
+        values={
+            "history": {"epochs": [], "best_epoch": None, "best_val_auc": None},
+            "bad_epochs": 0,
+            "epoch": {},
+        },
+    )
+    fit_args = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "patience": patience,
+        "blur_p": blur_p,
+        "jpeg_p": jpeg_p,
+    }
+    trainer = Trainer(
+        checkpoint_dir,
+        state,
+        config={
+            "detector": det.name,
+            "params": det.params(),
+            "fit": fit_args,
+            "data": {"train": _digest(train), "val": _digest(val)},
+        },
+        total=epochs * steps_per_epoch,
+        checkpoint_every=steps_per_epoch,  # every epoch (and on Ctrl-C, inside one)
+        resume=resume,
+        writer=rank == 0,
+        graceful=world == 1,  # all ranks must stop at the same step
+        where=train.root,
+    )
+    batches: Iterator[Any] | None = None
+
+    def step(i: int) -> dict[str, float]:
+        nonlocal batches
+        epoch, k = divmod(i, steps_per_epoch)
+        if k == 0:
+            state.values["epoch"] = {"steps": 0, "seen": 0, "skipped": 0, "seconds": 0.0}
+            state.tensors["epoch"] = None
+        if batches is None:  # an epoch starts, or a run resumes inside one
+            sampler.set_epoch(epoch, start=k * batch_size)
+            batches = iter(loader)
+            net.train()
         t0 = time.perf_counter()
-        for step, (x, y, valid) in enumerate(loader):
-            n_valid = int(valid.sum())
-            skipped += len(valid) - n_valid
-            if not n_valid:
-                continue
+        acc = state.values["epoch"]
+        x, y, valid = next(batches)
+        n_valid = int(valid.sum())
+        acc["skipped"] += len(valid) - n_valid
+        if n_valid:
             if n_valid < len(valid):  # a broken file in the batch (rare): drop it
                 keep = valid.bool()
                 x, y = x[keep], y[keep]
             # straight from the pinned batch: the copy overlaps the previous step's compute
             x, y = x.to(dev, non_blocking=True), y.float().to(dev, non_blocking=True)
-            if policy.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             with policy.autocast():
                 logits = net(x).squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
@@ -160,21 +186,28 @@ def fit_network(
             else:
                 loss.backward()
                 opt.step()
-            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-            n_steps += 1  # no float(loss) per step: that would wait for the GPU every batch
-            seen += len(y)
-            if progress is not None and rank == 0:
-                progress(epoch * steps_per_epoch + step + 1, total)
-        if not n_steps:
+            # no float(loss) per step: that would wait for the GPU every batch
+            so_far = state.tensors["epoch"]
+            total = loss.detach() if so_far is None else so_far["loss"].to(dev) + loss.detach()
+            state.tensors["epoch"] = {"loss": total}
+            acc["steps"] += 1
+            acc["seen"] += len(y)
+        acc["seconds"] += time.perf_counter() - t0
+        if k + 1 < steps_per_epoch:
+            return {}
+        batches = None
+        return end_of_epoch(epoch)
+
+    def end_of_epoch(epoch: int) -> dict[str, float]:
+        acc, history = state.values["epoch"], state.values["history"]
+        if not acc["steps"]:
             raise DeepauditError(f"{train.root}: no readable training images")
-        train_loss = float(loss_sum) / n_steps
-        if not math.isfinite(train_loss):
-            raise DeepauditError(f"{train.root}: training diverged (loss {train_loss})")
+        train_loss = float(state.tensors["epoch"]["loss"]) / acc["steps"]
         record: dict[str, float] = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "train_images_per_s": seen * world / max(time.perf_counter() - t0, 1e-9),
-            "skipped_broken": skipped,
+            "train_images_per_s": acc["seen"] * world / max(acc["seconds"], 1e-9),
+            "skipped_broken": acc["skipped"],
         }
         improved = True
         if val is not None and len(val) and rank == 0:
@@ -194,15 +227,14 @@ def fit_network(
                 history["best_val_auc"] = record.get("val_auc")
                 history["best_epoch"] = epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-                bad_epochs = 0
+                state.tensors["best"] = best_state
+                state.values["bad_epochs"] = 0
             else:
-                bad_epochs += 1
+                state.values["bad_epochs"] += 1
             history["epochs"].append(record)
             if log is not None:
                 log({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
-            if ckpt is not None:
-                _checkpoint(ckpt, module, opt, best_state, history, bad_epochs)
-        stop = bad_epochs >= patience
+        stop = state.values["bad_epochs"] >= patience
         if world > 1:
             import torch.distributed as dist
 
@@ -211,25 +243,25 @@ def fit_network(
             stop = bool(flag.item())
         if stop:
             history["stopped_early"] = epoch + 1
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    return history
+            state.stop = True
+        return {"train_loss": train_loss}
+
+    def report(done: int, total: int, metrics: Mapping[str, float]) -> None:
+        if progress is not None and rank == 0:
+            progress(done, total)
+
+    trainer.fit(step, progress=report)
+    if state.tensors["best"] is not None:
+        module.load_state_dict(state.tensors["best"])
+    return state.values["history"]
 
 
-def _checkpoint(ckpt: Path, module, opt, best_state, history, bad_epochs) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    with write_checkpoint(ckpt) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-            tmp / "model.safetensors",
-        )
-        if best_state is not None:
-            save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
-        torch.save({"opt": opt.state_dict(), "bad_epochs": bad_epochs}, tmp / "state.pt")
-        (tmp / "history.json").write_text(json.dumps(history, default=float))
+def _digest(items: ItemSet | None) -> str | None:
+    """What identifies a training set for the checkpoint guard: its ids and labels."""
+    if items is None:
+        return None
+    text = "".join(f"{i.id}\t{i.label}\n" for i in items)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def train_detector(
@@ -256,19 +288,15 @@ def train_detector(
     if len(val):
         val.require_both_classes("validation")
     out.mkdir(parents=True, exist_ok=True)
-    run_cm = None
-    run = None
-    if tracker is not None:
-        run_cm = tracker.start_run(
-            "train-detector", run_name=f"{det.name}-{out.name}", tags={"detector": det.name}
-        )
-        run = run_cm.__enter__()
-        sizes = {"train": len(train), "val": len(val), "test": len(test)}
-        run.log_params(
-            {"detector": det.name, **det.params(), **fit_kwargs, **sizes, "target_fpr": target_fpr}
-        )
-    exc_info: tuple = (None, None, None)
-    try:
+    sizes = {"train": len(train), "val": len(val), "test": len(test)}
+    params = {"detector": det.name, **det.params(), **fit_kwargs, **sizes, "target_fpr": target_fpr}
+    with tracked_run(
+        tracker,
+        "train-detector",
+        run_name=f"{det.name}-{out.name}",
+        tags={"detector": det.name},
+        params=params,
+    ) as run:
         started = time.perf_counter()
         det.training_summary = {
             **det.training_summary,
@@ -305,9 +333,7 @@ def train_detector(
                 ).to_json()
         det.metrics = metrics
         det.save_pretrained(out)
-        ckpt = out / "checkpoint"
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
+        discard_checkpoint(out / "checkpoint")  # only once the folder is written
         if run is not None:
             flat = {
                 f"{split}_{k}": v
@@ -321,9 +347,3 @@ def train_detector(
                 metrics["registered_version"] = run.register_model(register_as, "detector")
             metrics["mlflow_run_id"] = run.run_id
         return metrics
-    except BaseException as exc:
-        exc_info = (type(exc), exc, exc.__traceback__)
-        raise
-    finally:
-        if run_cm is not None:
-            run_cm.__exit__(*exc_info)

@@ -2,8 +2,9 @@
 
 Generators write dataset folders through :mod:`deepaudit.manifest`; they do not import
 ``detectors`` or ``audit``. The registry follows timm: ``list_generators()``,
-``create_generator(name, **cfg)``; a generator turns :class:`GenerationRequest` batches
-into :class:`GeneratedItem` s, and :func:`run_suite` turns a TOML spec into a dataset.
+``create_generator(name, **cfg)``, and ``load_generator(dir)`` for a model folder trained
+here; a generator turns :class:`GenerationRequest` batches into :class:`GeneratedItem` s,
+and :func:`run_suite` turns a TOML spec into a dataset.
 :func:`train_generator` trains the diffusion models made here, any family.
 """
 
@@ -11,6 +12,7 @@ from deepaudit.generators._registry import (
     create_generator,
     generator_entry,
     list_generators,
+    load_generator,
     register_generator,
 )
 from deepaudit.generators.base import GeneratedItem, GenerationRequest, Generator
@@ -29,6 +31,7 @@ __all__ = [
     "create_generator",
     "generator_entry",
     "list_generators",
+    "load_generator",
     "register_generator",
     "train_generator",
 ]

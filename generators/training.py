@@ -8,9 +8,9 @@ Two architecturally different families, so cross-generator tests mean something:
 
 Both can be class-conditional on an attribute of the real images (``class_attribute``),
 so synthetic items can be made per group. Training samples random crops from an image
-pyramid of the real set, checkpoints every ``checkpoint_every`` steps and resumes from the
-checkpoint after an interruption (same config, same data → the same final weights as an
-uninterrupted run when stopped by steps, not minutes). The result is a diffusers pipeline
+pyramid of the real set and runs in :class:`deepaudit.trainer.Trainer`: a checkpoint every
+``checkpoint_every`` steps, and a rerun after a kill anywhere ends with the same bits as an
+uninterrupted run (when stopped by steps, not minutes). The result is a diffusers pipeline
 folder (``DDPMPipeline`` / ``LDMPipeline``; loadable by diffusers itself) plus
 ``deepaudit.json`` describing the model and its training data.
 """
@@ -21,22 +21,16 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from deepaudit.checkpoints import (
-    find_checkpoint,
-    load_module_state,
-    save_module_state,
-    write_checkpoint,
-)
 from deepaudit.errors import DeepauditError
+from deepaudit.trainer import Trainer, TrainState
 
 __all__ = [
     "TrainConfig",
@@ -296,7 +290,6 @@ def train_diffusion(
     from deepaudit.devices import device_policy, seed_everything
 
     out = Path(out_dir)
-    ckpt = out / "checkpoint"
     data = data if data is not None else load_training_images()
     if config.class_attribute and not data.classes:
         raise DeepauditError(f"{data.source}: no item has a value for {config.class_attribute!r}")
@@ -308,149 +301,91 @@ def train_diffusion(
     unet = _build_unet(config, n_classes).to(dev)
     vae = _build_autoencoder(config).to(dev) if config.family == "latent" else None
     noise_sched = DDPMScheduler(num_train_timesteps=config.train_timesteps)
-    state: dict[str, Any] = {"step": 0, "latent_scale": None}
     sampler = _CropSampler(data, config.image_size, config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-
     ae_total = config.autoencoder_steps
-    total = ae_total + config.steps
     opt_ae = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr)
+    state = TrainState(
+        modules={"unet": unet, **({"vae": vae} if vae is not None else {})},
+        stateful={"opt": opt, **({"opt_ae": opt_ae} if opt_ae is not None else {})},
+        generators={"noise": gen, "crops": sampler.rng},
+        values={"latent_scale": None},
+    )
+    trainer = Trainer(
+        out / "checkpoint",
+        state,
+        config={**config.to_json(), "data": {"images": len(data.images), "classes": data.classes}},
+        total=ae_total + config.steps,
+        checkpoint_every=config.checkpoint_every,
+        minutes=minutes,
+        resume=resume,
+        finished=out / META_NAME,
+    )
+    trainer.restore()
 
-    if find_checkpoint(ckpt) is not None and resume:
-        saved = json.loads((ckpt / "config.json").read_text())
-        if saved != config.to_json():
-            raise DeepauditError(
-                f"{ckpt}: checkpoint was made with another config; use a new --out or "
-                "delete the checkpoint folder"
-            )
-        saved_classes = json.loads((ckpt / "classes.json").read_text())
-        if saved_classes and saved_classes != data.classes:
-            raise DeepauditError(f"{ckpt}: checkpoint classes differ from the data's")
-        load_module_state(ckpt / "unet.safetensors", unet)
+    def step(i: int) -> dict[str, float]:
+        x, labels = sampler.batch(config.batch_size)
+        x = x.to(dev)
+        if i < ae_total:  # stage 1: the autoencoder
+            vae.train()
+            with policy.autocast():
+                post = vae.encode(x).latent_dist
+                rec = vae.decode(post.sample()).sample
+                loss = F.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
+            opt_ae.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_ae.step()
+            return {"ae_loss": float(loss.detach())}
         if vae is not None:
-            load_module_state(ckpt / "vae.safetensors", vae)
-        blob = torch.load(ckpt / "state.pt", weights_only=True)  # no pickle from disk
-        opt.load_state_dict(blob["opt"])
-        if opt_ae is not None and blob.get("opt_ae"):
-            opt_ae.load_state_dict(blob["opt_ae"])
-        gen.set_state(blob["torch_rng"])
-        torch.set_rng_state(blob["torch_global_rng"])
-        progress_state = json.loads((ckpt / "progress.json").read_text())
-        state = progress_state["state"]
-        sampler.rng.bit_generator.state = progress_state["numpy_rng"]
-        logger.info("resuming %s at step %d of %d", out, state["step"], total)
-    elif (out / META_NAME).is_file():
-        raise DeepauditError(f"{out}: already holds a trained model; choose another --out")
+            vae.eval()
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.mode()
+                if state.values["latent_scale"] is None:
+                    state.values["latent_scale"] = float(1.0 / z.flatten().std().clamp_min(1e-3))
+                x = z * state.values["latent_scale"]
+        noise = torch.randn(x.shape, generator=gen).to(dev)
+        t = torch.randint(0, config.train_timesteps, (x.shape[0],), generator=gen).to(dev)
+        noisy = noise_sched.add_noise(x, noise, t)
+        class_labels = None
+        if n_classes:
+            labels = labels.clone()
+            drop = torch.rand(labels.shape, generator=gen) < config.label_dropout
+            labels[(labels < 0) | drop] = n_classes  # the "no class" token
+            class_labels = labels.to(dev)
+        unet.train()
+        with policy.autocast():
+            pred = unet(noisy, t, class_labels=class_labels).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach())}
 
-    run = None
-    if tracker is not None:
-        run_cm = tracker.start_run(
-            f"train-{config.family}-diffusion", tags={"task": "train-generator"}
-        )
-        run = run_cm.__enter__()
-        run.log_params({**config.to_json(), "device": policy.device, **data.summary()})
+    def report(done: int, total: int, metrics: Mapping[str, float]) -> None:
+        if progress is not None:
+            progress(done, total, next(iter(metrics.values())))  # the step's one loss
+
+    params = {**config.to_json(), "device": policy.device, **data.summary()}
     started = time.monotonic()
-    loss_val = float("nan")
-    status_exc: BaseException | None = None
-    try:
-        while state["step"] < total:
-            if minutes is not None and time.monotonic() - started > minutes * 60:
-                logger.info("time budget reached at step %d", state["step"])
-                break
-            x, labels = sampler.batch(config.batch_size)
-            x = x.to(dev)
-            step = state["step"]
-            if step < ae_total:  # stage 1: the autoencoder
-                vae.train()
-                with policy.autocast():
-                    post = vae.encode(x).latent_dist
-                    z = post.sample(generator=None)
-                    rec = vae.decode(z).sample
-                    loss = F.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
-                opt_ae.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_ae.step()
-            else:
-                if vae is not None:
-                    vae.eval()
-                    with torch.no_grad():
-                        z = vae.encode(x).latent_dist.mode()
-                        if state["latent_scale"] is None:
-                            state["latent_scale"] = float(1.0 / z.flatten().std().clamp_min(1e-3))
-                        x = z * state["latent_scale"]
-                noise = torch.randn(x.shape, generator=gen).to(dev)
-                t = torch.randint(0, config.train_timesteps, (x.shape[0],), generator=gen).to(dev)
-                noisy = noise_sched.add_noise(x, noise, t)
-                class_labels = None
-                if n_classes:
-                    labels = labels.clone()
-                    drop = torch.rand(labels.shape, generator=gen) < config.label_dropout
-                    labels[(labels < 0) | drop] = n_classes  # the "no class" token
-                    class_labels = labels.to(dev)
-                unet.train()
-                with policy.autocast():
-                    pred = unet(noisy, t, class_labels=class_labels).sample
-                loss = F.mse_loss(pred.float(), noise)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            state["step"] += 1
-            loss_val = float(loss.detach())
-            if not math.isfinite(loss_val):
-                raise DeepauditError(f"{out}: training diverged (loss {loss_val}) at step {step}")
-            if progress is not None:
-                progress(state["step"], total, loss_val)
-            if run is not None and (state["step"] % 20 == 0 or state["step"] == total):
-                key = "ae_loss" if step < ae_total else "loss"
-                run.log_metrics({key: loss_val}, step=state["step"])
-            if state["step"] % config.checkpoint_every == 0 and state["step"] < total:
-                _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen)
-        if vae is not None and state["latent_scale"] is None:
+    with trainer.tracking(
+        tracker, f"train-{config.family}-diffusion", tags={"task": "train-generator"}, params=params
+    ) as run:
+        trainer.fit(step, progress=report)
+        if vae is not None and state.values["latent_scale"] is None:
             raise DeepauditError(f"{out}: stopped before the latent UNet started; give more time")
-        final = _export(
-            out, config, data, unet, vae, state, policy.device, time.monotonic() - started
+        seconds = time.monotonic() - started
+        final = trainer.export(
+            lambda: _export(out, config, data, unet, vae, state, policy.device, seconds)
         )
-        if ckpt.is_dir():
-            shutil.rmtree(ckpt)
         if run is not None:
-            run.log_metrics({"final_loss": loss_val, "steps_done": state["step"]})
             run.log_artifact(final / META_NAME)
-        return final
-    except BaseException as exc:
-        status_exc = exc
-        if state["step"] > 0 and not isinstance(exc, DeepauditError):
-            _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen)
-        raise
-    finally:
-        if run is not None:
-            if status_exc is None:
-                run_cm.__exit__(None, None, None)
-            else:
-                run_cm.__exit__(type(status_exc), status_exc, status_exc.__traceback__)
+    return final
 
 
-def _checkpoint(ckpt, config, data, unet, vae, opt, opt_ae, state, sampler, gen) -> None:
-    import torch
-
-    with write_checkpoint(ckpt) as tmp:
-        save_module_state(tmp / "unet.safetensors", unet)
-        if vae is not None:
-            save_module_state(tmp / "vae.safetensors", vae)
-        blob = {
-            "opt": opt.state_dict(),
-            "opt_ae": opt_ae.state_dict() if opt_ae is not None else None,
-            "torch_rng": gen.get_state(),
-            "torch_global_rng": torch.get_rng_state(),
-        }
-        torch.save(blob, tmp / "state.pt")
-        progress = {"state": dict(state), "numpy_rng": sampler.rng.bit_generator.state}
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        (tmp / "config.json").write_text(json.dumps(config.to_json()))
-        (tmp / "classes.json").write_text(json.dumps(data.classes))
-
-
-def _export(out: Path, config, data, unet, vae, state, device: str, seconds: float) -> Path:
+def _export(
+    out: Path, config, data, unet, vae, state: TrainState, device: str, seconds: float
+) -> Path:
     from diffusers import DDPMPipeline, DDPMScheduler, LDMPipeline
 
     out.mkdir(parents=True, exist_ok=True)
@@ -467,8 +402,8 @@ def _export(out: Path, config, data, unet, vae, state, device: str, seconds: flo
         "image_size": config.image_size,
         "classes": data.classes if config.class_attribute else [],
         "class_attribute": config.class_attribute,
-        "latent_scale": state["latent_scale"],
-        "steps_done": state["step"],
+        "latent_scale": state.values["latent_scale"],
+        "steps_done": state.step,
         "config": config.to_json(),
         "training_data": data.summary(),
         "device": device,

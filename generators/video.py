@@ -14,27 +14,21 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepaudit.checkpoints import (
-    find_checkpoint,
-    load_module_state,
-    save_module_state,
-    write_checkpoint,
-)
 from deepaudit.errors import DeepauditError, DependencyError
 from deepaudit.generators._registry import register_generator
 from deepaudit.generators.base import BatchedGenerator, GeneratedItem, GenerationRequest
 from deepaudit.generators.samplers import SAMPLERS, make_scheduler, step_accepts_generator
 from deepaudit.generators.training import META_NAME
 from deepaudit.manifest import GeneratorInfo
+from deepaudit.trainer import Trainer, TrainState
 
 __all__ = [
     "VideoDiffusionGenerator",
@@ -172,7 +166,6 @@ def train_video_diffusion(
     from deepaudit.devices import device_policy, seed_everything
 
     out = Path(out_dir)
-    ckpt = out / "checkpoint"
     if clips is None:
         clips = load_training_clips(None, frames=config.frames, size=config.image_size)
     policy = device_policy(device, precision="fp32")
@@ -184,97 +177,82 @@ def train_video_diffusion(
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()  # N, C, F, H, W
-    step = 0
-    if find_checkpoint(ckpt) is not None and resume:
-        if json.loads((ckpt / "config.json").read_text()) != config.to_json():
-            raise DeepauditError(f"{ckpt}: checkpoint was made with another config")
-        load_module_state(ckpt / "unet.safetensors", unet)
-        blob = torch.load(ckpt / "state.pt", weights_only=True)
-        opt.load_state_dict(blob["opt"])
-        gen.set_state(blob["torch_rng"])
-        prog = json.loads((ckpt / "progress.json").read_text())
-        step = prog["step"]
-        rng.bit_generator.state = prog["numpy_rng"]
-    elif (out / META_NAME).is_file():
-        raise DeepauditError(f"{out}: already holds a trained model; choose another --out")
     null = torch.zeros(config.batch_size, 1, _NULL_DIM, device=dev)
-    run_cm = (
-        tracker.start_run("train-video-diffusion", tags={"task": "train-generator"})
-        if tracker
-        else None
+    state = TrainState(
+        modules={"unet": unet}, stateful={"opt": opt}, generators={"noise": gen, "clips": rng}
     )
-    run = run_cm.__enter__() if run_cm else None
-    if run is not None:
-        run.log_params({**config.to_json(), "device": policy.device, "clips": len(clips)})
+    trainer = Trainer(
+        out / "checkpoint",
+        state,
+        config={**config.to_json(), "data": {"clips": len(clips)}},
+        total=config.steps,
+        checkpoint_every=config.checkpoint_every,
+        minutes=minutes,
+        resume=resume,
+        finished=out / META_NAME,
+    )
+    trainer.restore()
+
+    def step(i: int) -> dict[str, float]:
+        idx = rng.integers(0, len(data), config.batch_size)
+        x = data[idx].float().div(127.5).sub(1.0)
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        x = x.to(dev)
+        noise = torch.randn(x.shape, generator=gen).to(dev)
+        t = torch.randint(0, config.train_timesteps, (x.shape[0],), generator=gen).to(dev)
+        pred = unet(sched.add_noise(x, noise, t), t, encoder_hidden_states=null).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach())}
+
+    def report(done: int, total: int, metrics: Mapping[str, float]) -> None:
+        if progress is not None:
+            progress(done, total, metrics["loss"])
+
     started = time.monotonic()
-    loss_val = float("nan")
+    params = {**config.to_json(), "device": policy.device, "clips": len(clips)}
+    with trainer.tracking(
+        tracker, "train-video-diffusion", tags={"task": "train-generator"}, params=params
+    ):
+        trainer.fit(step, progress=report)
+        seconds = time.monotonic() - started
+        return trainer.export(
+            lambda: _export(out, config, unet, state.step, len(clips), policy.device, seconds)
+        )
 
-    def save_checkpoint() -> None:
-        with write_checkpoint(ckpt) as tmp:
-            save_module_state(tmp / "unet.safetensors", unet)
-            torch.save({"opt": opt.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
-            (tmp / "progress.json").write_text(
-                json.dumps({"step": step, "numpy_rng": rng.bit_generator.state})
-            )
-            (tmp / "config.json").write_text(json.dumps(config.to_json()))
 
-    exc_info: tuple = (None, None, None)
-    try:
-        while step < config.steps:
-            if minutes is not None and time.monotonic() - started > minutes * 60:
-                break
-            idx = rng.integers(0, len(data), config.batch_size)
-            x = data[idx].float().div(127.5).sub(1.0)
-            if rng.random() < 0.5:
-                x = x.flip(-1)
-            x = x.to(dev)
-            noise = torch.randn(x.shape, generator=gen).to(dev)
-            t = torch.randint(0, config.train_timesteps, (x.shape[0],), generator=gen).to(dev)
-            pred = unet(sched.add_noise(x, noise, t), t, encoder_hidden_states=null).sample
-            loss = F.mse_loss(pred, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_val = float(loss.detach())
-            if progress is not None:
-                progress(step, config.steps, loss_val)
-            if run is not None and step % 20 == 0:
-                run.log_metrics({"loss": loss_val}, step=step)
-            if step % config.checkpoint_every == 0 and step < config.steps:
-                save_checkpoint()
-        from diffusers import DDPMScheduler as _S
+def _export(
+    out: Path,
+    config: VideoTrainConfig,
+    unet: Any,
+    steps_done: int,
+    clips: int,
+    device: str,
+    seconds: float,
+) -> Path:
+    from diffusers import DDPMScheduler
 
-        out.mkdir(parents=True, exist_ok=True)
-        unet.to("cpu").eval().save_pretrained(out / "unet")
-        _S(num_train_timesteps=config.train_timesteps).save_pretrained(out / "scheduler")
-        meta = {
-            "format": "deepaudit-video-diffusion/1",
-            "name": config.name or out.name,
-            "family": "video",
-            "image_size": config.image_size,
-            "frames": config.frames,
-            "fps": config.fps,
-            "steps_done": step,
-            "config": config.to_json(),
-            "training_clips": len(clips),
-            "device": policy.device,
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        if ckpt.is_dir():
-            shutil.rmtree(ckpt)
-        if run is not None:
-            run.log_metrics({"final_loss": loss_val, "steps_done": step})
-        return out
-    except BaseException as exc:
-        exc_info = (type(exc), exc, exc.__traceback__)
-        if step > 0 and not isinstance(exc, DeepauditError):
-            save_checkpoint()
-        raise
-    finally:
-        if run_cm is not None:
-            run_cm.__exit__(*exc_info)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.to("cpu").eval().save_pretrained(out / "unet")
+    DDPMScheduler(num_train_timesteps=config.train_timesteps).save_pretrained(out / "scheduler")
+    meta = {
+        "format": "deepaudit-video-diffusion/1",
+        "name": config.name or out.name,
+        "family": "video",
+        "image_size": config.image_size,
+        "frames": config.frames,
+        "fps": config.fps,
+        "steps_done": steps_done,
+        "config": config.to_json(),
+        "training_clips": clips,
+        "device": device,
+        "seconds": round(seconds, 1),
+    }
+    (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
 
 
 class VideoDiffusionGenerator(BatchedGenerator):

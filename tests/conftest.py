@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -79,3 +82,36 @@ def detector_data(tmp_path_factory, pixel_model):
     m = read_manifest(root).with_splits(ratios=(0.6, 0.2, 0.2), overwrite=True)
     m.write()
     return root
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run ``python -c script *args`` and return the lines it printed; with ``kill_after=N``
+    SIGKILL it as soon as it prints a line starting with step ``N`` (a real ``kill -9``:
+    no handler, no cleanup), which the tests use to interrupt training anywhere."""
+
+    def run(script: str, *args: object, kill_after: int | None = None) -> list[str]:
+        with open(tmp_path / "stderr.txt", "w+") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", script, *map(str, args)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                # one thread in every run: busy cores make two OpenMP threads spin (10-40x
+                # slower steps here), and runs compared bit for bit must use the same kernels
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            lines = []
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if kill_after is not None and line.split()[0] == str(kill_after):
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            proc.stdout.close()
+            code = proc.wait(timeout=600)
+            err.seek(0)
+            expected = -signal.SIGKILL if kill_after is not None else 0
+            assert code == expected, err.read()[-3000:]
+        return lines
+
+    return run

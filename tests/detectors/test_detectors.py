@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from deepaudit.detectors import create_detector, list_detectors, load_detector
 from deepaudit.detectors.data import load_items
@@ -107,31 +108,76 @@ def test_foreign_or_tampered_folders_are_refused(detector_data, tmp_path):
         load_detector(tmp_path)
 
 
-class _Kill(Exception):
-    pass
+_TRAIN_PRINTING_WEIGHTS = """
+import hashlib, sys
+from deepaudit.detectors import create_detector
+from deepaudit.detectors.data import load_items
+from deepaudit.detectors.train import train_detector
+
+det = create_detector(
+    "timm", model="test_resnet", epochs=3, batch_size=16, patience=5, seed=3,
+    blur_p=0.5, jpeg_p=0.5, device="cpu",
+)
+
+def progress(step, total):  # the weights after every optimizer step
+    state = det.module.state_dict()
+    data = b"".join(state[k].contiguous().numpy().tobytes() for k in sorted(state))
+    print(step, hashlib.sha256(data).hexdigest(), flush=True)
+
+train_detector(det, load_items(sys.argv[1]), sys.argv[2], progress=progress)
+"""
 
 
-def test_killed_training_resumes_to_the_same_weights(detector_data, tmp_path):
+@pytest.mark.slow  # three training processes: 12-35 s on 2 shared cores, mostly imports
+def test_sigkill_inside_an_epoch_then_rerun_ends_with_the_same_bits(
+    detector_data, tmp_path, run_script
+):
+    from safetensors.torch import load_file
+
+    per_epoch = -(-len(load_items(detector_data).split("train")) // 16)
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = dict(line.split() for line in run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, a))
+    assert len(straight) == 3 * per_epoch
+    run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, b, kill_after=per_epoch + 2)
+    saved = json.loads((b / "checkpoint" / "progress.json").read_text())
+    assert saved["step"] == per_epoch  # killed inside epoch 2: the epoch-1 checkpoint is there
+    resumed = dict(line.split() for line in run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, b))
+    assert sorted(map(int, resumed)) == list(range(per_epoch + 1, 3 * per_epoch + 1))
+    for step, digest in resumed.items():  # every step after the resume, bit for bit
+        assert digest == straight[step], f"weights differ after step {step}"
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = (json.loads((d / "config.json").read_text())["training"]["history"] for d in (a, b))
+    assert [e["train_loss"] for e in ha["epochs"]] == [e["train_loss"] for e in hb["epochs"]]
+    assert [e["val_auc"] for e in ha["epochs"]] == [e["val_auc"] for e in hb["epochs"]]
+    assert not (b / "checkpoint").exists()
+
+
+def test_ctrl_c_inside_an_epoch_saves_there_and_the_rerun_ends_with_the_same_bits(
+    detector_data, tmp_path
+):
+    import signal
+
     items = load_items(detector_data)
-    opts = {"epochs": 3, "patience": 5, "device": "cpu", "blur_p": 0.5, "jpeg_p": 0.5}
+    opts = {"model": "test_resnet", "epochs": 2, "batch_size": 16, "seed": 3, "device": "cpu"}
+    per_epoch = -(-len(items.split("train")) // 16)
     straight = create_detector("timm", **opts)
     train_detector(straight, items, tmp_path / "a")
-    steps_per_epoch = -(-len(items.split("train")) // 32)
 
-    def kill(step, total):
-        if step == steps_per_epoch * 2 + 1:  # early in the third epoch
-            raise _Kill
+    def ctrl_c(step, total):
+        if step == per_epoch + 2:
+            signal.raise_signal(signal.SIGINT)
 
-    with pytest.raises(_Kill):
-        train_detector(create_detector("timm", **opts), items, tmp_path / "b", progress=kill)
-    hist = json.loads((tmp_path / "b" / "checkpoint" / "history.json").read_text())
-    assert len(hist["epochs"]) == 2
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(create_detector("timm", **opts), items, tmp_path / "b", progress=ctrl_c)
+    saved = json.loads((tmp_path / "b" / "checkpoint" / "progress.json").read_text())
+    assert saved["step"] == per_epoch + 2  # inside epoch 2: resumes from that very batch
     resumed = create_detector("timm", **opts)
     train_detector(resumed, items, tmp_path / "b")
-    a = straight.module.state_dict()
-    b = resumed.module.state_dict()
-    for k in a:
-        assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6), k
+    a, b = straight.module.state_dict(), resumed.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = (d.training_summary["history"]["epochs"] for d in (straight, resumed))
+    assert [e["train_loss"] for e in ha] == [e["train_loss"] for e in hb]
 
 
 def test_broken_files_in_the_manifest_are_skipped(detector_data, tmp_path):

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from deepaudit.errors import DeepauditError
-from deepaudit.generators import GenerationRequest, create_generator
-from deepaudit.generators.training import TrainConfig, load_training_images, train_diffusion
+from deepaudit.generators import GenerationRequest, create_generator, load_generator
+from deepaudit.generators.training import (
+    TrainConfig,
+    TrainingImages,
+    load_training_images,
+    train_diffusion,
+)
 from deepaudit.manifest import ManifestItem, ManifestWriter
 from deepaudit.media import file_sha256, write_image
 
@@ -35,27 +40,39 @@ class _Kill(Exception):
     pass
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    cfg = TrainConfig(family="pixel", channels=(8, 16), steps=8, batch_size=4, checkpoint_every=3)
-    data = load_training_images(None)
-    straight = train_diffusion(cfg, tmp_path / "a", data=data, device="cpu")
+_TRAIN_PRINTING_LOSSES = """
+import sys
+import numpy as np
+from deepaudit.generators.training import TrainConfig, TrainingImages, train_diffusion
 
-    def kill_at_5(step, total, loss):
-        if step == 5:
-            raise _Kill
+def progress(step, total, loss):
+    print(step, repr(loss), flush=True)
 
-    with pytest.raises(_Kill):
-        train_diffusion(cfg, tmp_path / "b", data=data, device="cpu", progress=kill_at_5)
-    assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
-    assert not (tmp_path / "b" / "deepaudit.json").exists()
-    resumed = train_diffusion(cfg, tmp_path / "b", data=data, device="cpu")
-    assert not (resumed / "checkpoint").exists()
-    a, b = _weights(straight), _weights(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+pixels = np.random.default_rng(0).integers(0, 256, (6, 40, 48, 3), dtype=np.uint8)
+data = TrainingImages(list(pixels), [None] * 6)
+cfg = TrainConfig(family="pixel", channels=(8, 16), steps=10, batch_size=4, checkpoint_every=4)
+train_diffusion(cfg, sys.argv[1], data=data, device="cpu", progress=progress)
+"""
+
+
+@pytest.mark.slow  # three training processes: 16-45 s on 2 shared cores, mostly imports
+def test_sigkill_between_checkpoints_then_rerun_ends_with_the_same_weights(tmp_path, run_script):
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = dict(line.split() for line in run_script(_TRAIN_PRINTING_LOSSES, a))
+    run_script(_TRAIN_PRINTING_LOSSES, b, kill_after=6)  # checkpoints at 4 and 8
+    assert json.loads((b / "checkpoint" / "progress.json").read_text())["step"] == 4
+    assert not (b / "deepaudit.json").exists()
+    resumed = dict(line.split() for line in run_script(_TRAIN_PRINTING_LOSSES, b))
+    assert sorted(map(int, resumed)) == list(range(5, 11))
+    assert all(loss == straight[step] for step, loss in resumed.items())
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert np.array_equal(wa[k].numpy(), wb[k].numpy()), k
+    assert not (b / "checkpoint").exists()
+    tiny = TrainingImages([np.zeros((32, 32, 3), np.uint8)], [None])
     with pytest.raises(DeepauditError, match="already holds a trained model"):
-        train_diffusion(cfg, tmp_path / "b", data=data, device="cpu")
+        train_diffusion(TrainConfig(channels=(8, 16)), b, data=tiny, device="cpu")
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
@@ -115,3 +132,34 @@ def test_training_tracks_an_mlflow_run(tmp_path):
     (run,) = tracker.list_runs()
     assert run.status == "FINISHED"
     assert run.params["family"] == "pixel" and "loss" in run.metrics
+
+
+def test_load_generator_reads_the_family_from_the_folder(
+    pixel_model, latent_model, video_model, tmp_path
+):
+    for folder, family, kind in (
+        (pixel_model, "pixel", "image"),
+        (latent_model, "latent", "image"),
+        (video_model, "video", "video"),
+    ):
+        gen = load_generator(folder, device="cpu", steps=2)
+        assert (gen.name, gen.kind) == (f"{family}-ddim", kind)
+    euler = load_generator(pixel_model, "euler", device="cpu", steps=2)
+    same = create_generator("pixel-euler", model=pixel_model, device="cpu", steps=2)
+    (a,), (b,) = (g.generate([GenerationRequest(seed=1)]) for g in (euler, same))
+    assert a.info.sampler == "euler" and np.array_equal(a.pixels, b.pixels)
+    with pytest.raises(ValueError, match="video model has no sampler 'pndm'; valid: ddim, ddpm"):
+        load_generator(video_model, "pndm")
+
+
+def test_load_generator_refuses_folders_that_are_not_models(tmp_path):
+    with pytest.raises(DeepauditError, match=r"not a generator model folder \(no deepaudit.json"):
+        load_generator(tmp_path)
+    with pytest.raises(DeepauditError, match=r"not a generator model folder \(no such folder"):
+        load_generator(tmp_path / "missing")
+    (tmp_path / "deepaudit.json").write_text('{"family": "gan"}')
+    with pytest.raises(DeepauditError, match="unknown model family 'gan'"):
+        load_generator(tmp_path)
+    (tmp_path / "deepaudit.json").write_text("{not json")
+    with pytest.raises(DeepauditError, match=r"deepaudit\.json: unreadable model metadata"):
+        load_generator(tmp_path)
