@@ -247,7 +247,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
 
 def _decode_reason(guess: FormatGuess, exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if "truncated" in text or isinstance(exc, EOFError):
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated {guess.description} data ({text})"
     return f"corrupt {guess.description} data ({text})"
 
@@ -269,6 +269,8 @@ def _open_pil(p: Path, guess: FormatGuess, max_pixels: int) -> Iterator[Image.Im
     except UnidentifiedImageError as exc:
         raise MediaError(p, f"corrupt {guess.description}: header cannot be parsed") from exc
     except OSError as exc:
+        if exc.errno is None:  # Pillow's "Truncated File Read": damaged data, not an I/O error
+            raise MediaError(p, _decode_reason(guess, exc)) from exc
         raise MediaError(p, _os_reason(exc)) from exc
     except Exception as exc:
         raise MediaError(p, _decode_reason(guess, exc)) from exc
