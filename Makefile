@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-output
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+# The tests not marked slow (under a minute on 2 cores): for the edit-test loop; CI runs `test`.
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: $(STAMP)
 	$(BIN)/python tools/check_layers.py
 	$(BIN)/ruff check .
@@ -38,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache .ruff_cache .hypothesis

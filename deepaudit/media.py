@@ -325,7 +325,7 @@ def read_image(
 
 def _decode_reason(guess: FormatGuess, exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if "truncated" in text or isinstance(exc, EOFError):
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated {guess.description} data ({text})"
     return f"corrupt {guess.description} data ({text})"
 
@@ -349,6 +349,8 @@ def _open_pil(
     except UnidentifiedImageError as exc:
         raise MediaError(p, f"corrupt {guess.description}: header cannot be parsed") from exc
     except OSError as exc:
+        if exc.errno is None:  # Pillow's "Truncated File Read": damaged data, not an I/O error
+            raise MediaError(p, _decode_reason(guess, exc)) from exc
         raise MediaError(p, _os_reason(exc)) from exc
     except Exception as exc:
         raise MediaError(p, _decode_reason(guess, exc)) from exc

@@ -63,6 +63,16 @@ def test_seeding_reproduces():
 
 
 def test_describe_environment():
+    """A bug report's environment block names the versions and device actually in use."""
+    import platform
+
+    import deepaudit
+
     env = describe_environment()
-    assert env["versions"]["torch"] == torch.__version__.split("+")[0] or env["versions"]["torch"]
-    assert env["default_device"] in ("cpu", "cuda")
+    # pip metadata may keep or drop the local tag ("2.14.1+cu130"): compare the release part
+    assert env["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert env["versions"]["deepaudit"] == deepaudit.__version__
+    assert env["python"] == platform.python_version()
+    assert env["cuda_available"] is torch.cuda.is_available()
+    assert env["default_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert len(env["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)

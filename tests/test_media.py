@@ -199,7 +199,7 @@ def _bad_files(tmp_path, jpeg_bytes, clip):
     return {
         "empty.jpg": (b"", "empty file"),
         "truncated.jpg": (jpeg_bytes[: len(jpeg_bytes) // 2], "truncated"),
-        "truncated.png": (png.getvalue()[: len(png.getvalue()) // 2], "PNG"),
+        "truncated.png": (png.getvalue()[: len(png.getvalue()) // 2], "truncated PNG image data"),
         "notes.png": (b"hello, this is text\n", "content is text despite the .png extension"),
         "invoice.mp4": (b"%PDF-1.7\n" + b"0" * 100, "PDF document"),
         "archive.webp": (b"PK\x03\x04" + b"\x00" * 100, "ZIP archive"),
@@ -277,7 +277,10 @@ def test_probe_files_reports_instead_of_raising(tmp_path, photo):
     bad.write_bytes(b"")
     results = media.probe_files([good, bad], hashes=True)
     assert results[0].info is not None and len(results[0].sha256) == 64
-    assert results[1].error is not None and results[1].to_json()["error"]["message"]
+    assert results[1].info is None and results[1].to_json()["error"] == {
+        "class": "MediaError",
+        "message": f"{bad}: empty file (0 bytes)",
+    }
 
 
 def test_sha256_matches_hashlib(tmp_path, photo):
@@ -322,7 +325,7 @@ def test_multipage_tiff_with_different_sizes(tmp_path, photo):
     path = tmp_path / "pages.tiff"
     small = Image.fromarray(photo[:10, :10])
     small.save(path, save_all=True, append_images=[Image.fromarray(photo)])
-    with pytest.raises(MediaError):
+    with pytest.raises(MediaError, match=r"page 1 is 128×96, not \(10, 10\)"):
         media.read_video(path)
     assert media.read_image(path).shape == (10, 10, 3)
 

@@ -16,6 +16,7 @@ def tracker(tmp_path) -> Tracker:
     return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
+@pytest.mark.slow  # a fresh mlflow sqlite store: its migrations take seconds
 def test_run_is_written_and_read_back(tracker, tmp_path):
     artifact = tmp_path / "notes.txt"
     artifact.write_text("detector trained on tiny data\n")
@@ -39,12 +40,14 @@ def test_run_is_written_and_read_back(tracker, tmp_path):
     assert json.loads((art_dir / "reports" / "summary.json").read_text()) == {"auc": 0.9}
 
 
+@pytest.mark.slow  # a fresh mlflow sqlite store: its migrations take seconds
 def test_failed_run_is_marked_failed(tracker):
     with pytest.raises(RuntimeError), tracker.start_run("unit") as run:
         raise RuntimeError("boom")
     assert tracker.get_run(run.run_id).status == "FAILED"
 
 
+@pytest.mark.slow  # a fresh mlflow sqlite store: its migrations take seconds
 def test_resume_a_run(tracker):
     with tracker.start_run("unit") as run:
         run.log_metrics({"epoch": 1}, step=1)
@@ -54,6 +57,7 @@ def test_resume_a_run(tracker):
     assert tracker.get_run(run.run_id).metrics["epoch"] == 2
 
 
+@pytest.mark.slow  # a fresh mlflow sqlite store: its migrations take seconds
 def test_list_runs_newest_first(tracker):
     ids = []
     for name in ("a", "b"):
@@ -71,6 +75,7 @@ def test_default_uri(monkeypatch, tmp_path):
     assert default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
 
 
+@pytest.mark.slow  # a fresh mlflow sqlite store: its migrations take seconds
 def test_bad_params_leave_the_run_failed_not_running(tracker):
     from mlflow.exceptions import MlflowException
 

@@ -56,7 +56,9 @@ def test_model_card_from_a_training_run(trained, detector_data):
     assert "## Intended use" in md and "## Limitations" in md and "## Fairness" in md
     assert card["metrics"]["test"]["auc"] == cfg["metrics"]["test"]["auc"]
     assert f"{cfg['metrics']['test']['auc']:.3f}" in md
-    assert card["evaluation"]["robustness"]["jpeg:75"]["auc"] is not None
+    evaluated = json.loads((root / "eval-spectral" / "metrics.json").read_text())
+    assert card["evaluation"]["robustness"] == evaluated["robustness"]  # what was measured
+    assert isinstance(card["evaluation"]["robustness"]["jpeg:75"]["auc"], float)
     assert card["training_data"]["train"]["items"] == cfg["training"]["train"]["items"]
 
 
@@ -76,11 +78,11 @@ def test_explanations_match_the_input(trained, photo, tmp_path):
     for name in ("timm", "spectral"):
         e = explain(dets[name], photo)
         assert e.heatmap.shape == e.crop.shape[:2] == (32, 32)
-        assert e.heatmap.min() >= 0.0 and e.heatmap.max() <= 1.0 and 0 <= e.score <= 1
+        assert e.heatmap.min() >= 0.0 and e.heatmap.max() <= 1.0
+        assert e.score == pytest.approx(dets[name].predict_proba([photo])[0], abs=1e-4)
         assert save_explanation(e, tmp_path / f"{name}.png").stat().st_size > 1000
     e = explain(dets["timm"], photo)
     assert e.kind == "grad-cam" and e.heatmap.max() > 0
-    assert e.score == pytest.approx(dets["timm"].predict_proba([photo])[0], abs=1e-4)
 
 
 def test_generator_audit(detector_data, trained, tmp_path):
@@ -159,7 +161,7 @@ def test_fairness_report_in_a_headless_browser(trained, detector_data, tmp_path)
     rep = fairness_audit(data, ["group"], threshold=dets["timm"].threshold, min_n=5, bootstrap=50)
     paths = write_fairness_report(rep, tmp_path / "fair", data=data)
     js = json.loads(paths["json"].read_text())
-    assert js["groups"]["group"][0]["n"] > 0
+    assert sum(g["n"] for g in js["groups"]["group"]) == len(data.labels) > 0
     browser = _browser()
     if browser is None:
         pytest.skip(

@@ -16,8 +16,9 @@ from PIL import Image
 
 from deepaudit.audit.scan import run_scan
 from deepaudit.c2pa_layer import sign_file
-from deepaudit.detectors import create_detector
+from deepaudit.detectors import create_detector, load_detector
 from deepaudit.detectors.data import load_items
+from deepaudit.detectors.inference import score_items
 from deepaudit.detectors.train import train_detector
 from deepaudit.manifest import read_manifest
 from deepaudit.media import write_image, write_video
@@ -32,11 +33,14 @@ def spectral(detector_data, tmp_path_factory):
 
 
 @pytest.fixture
-def inbox(tmp_path, detector_data, creds, clip):
+def inbox(tmp_path, detector_data, creds, clip, spectral):
     box = tmp_path / "inbox"
     (box / "sub").mkdir(parents=True)
     m = read_manifest(detector_data)
-    real = next(i for i in m.items if i.label == "real" and i.split == "test")
+    # the real photo the detector is surest about: under threshold, so its verdict is known
+    reals = load_items(detector_data).split("test").where(label=0)
+    lowest = reals.items[int(np.argmin(score_items(load_detector(spectral), reals)))]
+    real = next(i for i in m.items if i.id == lowest.id)
     fake = next(i for i in m.items if i.label == "synthetic" and i.split == "test")
     (box / "real.png").write_bytes((detector_data / real.path).read_bytes())
     (box / "sub" / "fake.png").write_bytes((detector_data / fake.path).read_bytes())
@@ -86,27 +90,27 @@ def test_scan_rows_states_verdicts_and_reasons(inbox, spectral, creds, tmp_path)
     assert rows["tampered.png"]["verdict"] == "needs-review"
     assert rows["fake.png"]["verdict"] == "likely-synthetic"
     assert rows["fake.png"]["reasons"][0]["source"] == "detector"
-    assert rows["real.png"]["verdict"] in ("no-evidence", "likely-synthetic")
-    assert (
-        rows["real.png"]["scores"]["spectral"]["score"]
-        < rows["fake.png"]["scores"]["spectral"]["score"]
-    )
+    real = rows["real.png"]
+    assert real["scores"]["spectral"]["score"] < real["scores"]["spectral"]["threshold"]
+    assert real["verdict"] == "no-evidence" and real["reasons"] == []
+    assert real["provenance"]["state"] == "absent" and real["metadata"]["signals"] == []
+    assert real["scores"]["spectral"]["score"] < rows["fake.png"]["scores"]["spectral"]["score"]
     # a trusted capture claim on pixels the detector flags: the conflict is shown
     assert rows["capture.png"]["verdict"] == "needs-review"
     assert {r["points_to"] for r in rows["capture.png"]["reasons"]} == {"authentic", "synthetic"}
     assert rows["clip.mp4"]["kind"] == "video" and "spectral" in rows["clip.mp4"]["scores"]
     for name, why in [
         ("empty.jpg", "empty file"),
-        ("truncated.jpg", ""),
+        ("truncated.jpg", "truncated JPEG image data"),
         ("notes.png", "not an image"),
         ("invoice.mp4", "not an image or video"),
         ("bomb.png", "pixels"),
         ("pipe.png", "not a regular file"),
     ]:
         assert rows[name]["verdict"] == "error", name
-        assert rows[name]["error"]["class"] and why in rows[name]["error"]["message"], rows[name][
-            "error"
-        ]
+        error = rows[name]["error"]
+        assert error["class"] == "MediaError", error
+        assert error["message"].startswith(str(inbox["box"] / name)) and why in error["message"]
     assert summary.by_verdict["error"] == 6 and summary.attention >= 9
     assert (out / "results.csv").read_text().count("\n") == 14
     summary_json = json.loads((out / "summary.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from deepaudit.cli import app
@@ -20,9 +21,18 @@ def test_evaluate_writes_metrics_predictions_and_plots(detector_data, tmp_path):
     det = create_detector("spectral")
     train_detector(det, items, tmp_path / "det")
     result = evaluate_detector(det, items.split("test"), tmp_path / "eval", bootstrap=100)
-    assert set(result["per_generator"]) == {"pixel-ddim", "pixel-euler"}
+    assert {g: r["auc"] > 0.8 for g, r in result["per_generator"].items()} == {
+        "pixel-ddim": True,
+        "pixel-euler": True,
+    }
     assert set(result["robustness"]) >= {"jpeg:75", "resize:0.5", "blur:2", "noise:5"}
-    assert "shortcut_suspected" in result["format_shortcut"]
+    shortcut = result["format_shortcut"]
+    assert shortcut["auc_original"] == result["overall"]["auc"]
+    assert shortcut["auc_drop"] == pytest.approx(
+        shortcut["auc_original"] - shortcut["auc_all_jpeg95"]
+    )
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["overall"] == result["overall"] and saved["format_shortcut"] == shortcut
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert len(lines) == len(items.split("test"))
