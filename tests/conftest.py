@@ -18,23 +18,11 @@ import pytest
 TRAINED_FIXTURES = frozenset(
     {"pixel_model", "detector_data", "latent_model", "video_model", "tiny_pipelines"}
 )
-# Slow tests in files being rewritten elsewhere (tests/test_cli.py, generators/test_training.py):
-# until they carry @pytest.mark.slow themselves, the mark is added here.
-SLOW_ELSEWHERE = frozenset(
-    {
-        "tests/test_cli.py::test_quick_demo_end_to_end",
-        "tests/test_cli.py::test_generators_list_train_and_generate",
-        "tests/generators/test_training.py::test_interrupted_training_resumes_to_the_same_weights",
-        "tests/generators/test_training.py::test_checkpoint_from_another_config_is_refused",
-        "tests/generators/test_training.py::test_class_conditional_training_and_generation",
-        "tests/generators/test_training.py::test_training_tracks_an_mlflow_run",
-    }
-)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if TRAINED_FIXTURES.intersection(item.fixturenames) or item.nodeid in SLOW_ELSEWHERE:
+        if TRAINED_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.slow)
     try:
         import torch

@@ -189,6 +189,7 @@ def test_env_json():
     assert data["versions"]["torch"] and data["default_device"] in ("cpu", "cuda")
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "demo"
@@ -292,6 +293,7 @@ def test_provenance_strict_flags_invalid(tmp_path, photo):
     assert result.exit_code == 1 and "invalid" in result.stdout
 
 
+@pytest.mark.slow
 def test_generators_list_train_and_generate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     listed = runner.invoke(app, ["generators", "list", "pixel-*", "--json"])

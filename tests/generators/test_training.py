@@ -75,6 +75,7 @@ def test_sigkill_between_checkpoints_then_rerun_ends_with_the_same_weights(tmp_p
         train_diffusion(TrainConfig(channels=(8, 16)), b, data=tiny, device="cpu")
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     data = load_training_images(None)
     cfg = TrainConfig(family="pixel", channels=(8, 16), steps=6, batch_size=4, checkpoint_every=2)
@@ -90,6 +91,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train_diffusion(other, tmp_path / "m", data=data, device="cpu")
 
 
+@pytest.mark.slow
 def test_class_conditional_training_and_generation(tmp_path, photo):
     root = tmp_path / "faces"
     with ManifestWriter(root) as w:
@@ -123,6 +125,7 @@ def test_class_conditional_training_and_generation(tmp_path, photo):
         gen.generate([GenerationRequest(seed=0, class_label="c")])
 
 
+@pytest.mark.slow
 def test_training_tracks_an_mlflow_run(tmp_path):
     from deepaudit.tracking import Tracker
 
