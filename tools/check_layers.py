@@ -126,7 +126,7 @@ def check(root: Path) -> list[str]:
                 if private and f"{target}.{n}" not in modules and target != module:
                     problems.append(f"{where}: imports private name {n!r} from {target}")
     for cycle in _cycles(graph):
-        problems.append("import cycle: " + " -> ".join([*cycle, cycle[0]]))
+        problems.append(f"import cycle among {len(cycle)} modules: {', '.join(cycle)}")
     for tree in EXTRA_TREES:
         for path in sorted((root / tree).rglob("*.py")) if (root / tree).is_dir() else []:
             for line, target, _ in imports_of("tests.x", path):
