@@ -45,11 +45,12 @@ from deepaudit.checkpoints import (
 )
 from deepaudit.errors import DeepauditError
 
-__all__ = ["StepFn", "TrainState", "Trainer", "tracked_run"]
+__all__ = ["RUN_MARKER", "StepFn", "TrainState", "Trainer", "tracked_run"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "deepaudit-checkpoint/2"
+RUN_MARKER = "mlflow-run-id.txt"  # beside the checkpoint folder: the unfinished job's run
 T = TypeVar("T")
 StepFn = Callable[[int], Mapping[str, float]]  # step index (0-based) -> metrics of that step
 ProgressFn = Callable[[int, int, Mapping[str, float]], None]  # (steps done, total, metrics)
@@ -124,6 +125,8 @@ class Trainer:
     def tracking(self, tracker: Any, experiment: str, **options: Any) -> Iterator[Any]:
         """:func:`tracked_run` (``options``: run_name, tags, params) that :meth:`fit` and
         :meth:`export` log to: the steps' metrics every ``log_every`` steps, the final ones."""
+        marker = self.checkpoint.with_name(RUN_MARKER) if self.checkpoint else None
+        options.setdefault("resume_marker", marker if self.writer else None)
         with tracked_run(tracker, experiment, **options) as run:
             self.run = run
             try:
@@ -279,13 +282,45 @@ def tracked_run(
     run_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    resume_marker: str | os.PathLike[str] | None = None,
 ) -> Iterator[Any]:
-    """``tracker.start_run(...)`` as a ``with`` block, or a block yielding None without one."""
+    """``tracker.start_run(...)`` as a ``with`` block, or a block yielding None without one.
+
+    ``resume_marker``: a file that holds the run's id while the job is unfinished. A job
+    killed (even with ``kill -9``) or failed leaves it behind, and its rerun reopens that run
+    instead of starting another, so one training job is one mlflow run; the file goes when
+    the block ends without an error.
+    """
     if tracker is None:
         yield None
         return
-    with tracker.start_run(experiment, run_name=run_name, tags=tags, params=params) as run:
+    marker = Path(resume_marker) if resume_marker is not None else None
+    resume_id = _run_to_resume(tracker, marker)
+    with tracker.start_run(
+        experiment, run_name=run_name, tags=tags, params=params, resume_run_id=resume_id
+    ) as run:
+        if marker is not None:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(run.run_id + "\n")
         yield run
+    if marker is not None:
+        marker.unlink(missing_ok=True)
+
+
+def _run_to_resume(tracker: Any, marker: Path | None) -> str | None:
+    """The run id a marker names, if the tracker still has that run."""
+    if marker is None or not marker.is_file():
+        return None
+    run_id = marker.read_text().strip()
+    try:
+        tracker.get_run(run_id)
+    except Exception:  # another store, or the run was deleted: start a new one
+        logger.info(
+            "%s: run %s not found in the tracking store; starting a new run", marker, run_id
+        )
+        return None
+    logger.info("resuming mlflow run %s", run_id)
+    return run_id
 
 
 # -- what a checkpoint folder holds ------------------------------------------------------------

@@ -32,7 +32,7 @@ from deepaudit.checkpoints import discard_checkpoint
 from deepaudit.detectors.data import CropDataset, EpochSampler, ItemSet
 from deepaudit.detectors.inference import score_items
 from deepaudit.errors import DeepauditError
-from deepaudit.trainer import Trainer, TrainState, tracked_run
+from deepaudit.trainer import RUN_MARKER, Trainer, TrainState, tracked_run
 
 __all__ = ["fit_network", "train_detector"]
 
@@ -296,6 +296,7 @@ def train_detector(
         run_name=f"{det.name}-{out.name}",
         tags={"detector": det.name},
         params=params,
+        resume_marker=out / RUN_MARKER,
     ) as run:
         started = time.perf_counter()
         det.training_summary = {

@@ -218,3 +218,30 @@ def test_tracked_run_gets_metrics_and_ends_finished_or_failed(tmp_path):
     with pytest.raises(_Boom), broken.tracking(tracker, "toy") as run:
         broken.fit(step)
     assert tracker.get_run(run.run_id).status == "FAILED"
+
+
+def test_a_failed_job_reopens_its_mlflow_run_on_rerun(tmp_path):
+    """One training job is one mlflow run, however often it was interrupted."""
+    from deepaudit.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "art"))
+    broken, step = _toy(tmp_path / "job", fail_at=4)
+    with pytest.raises(_Boom), broken.tracking(tracker, "toy", params={"lr": 1e-2}) as first:
+        broken.fit(step)
+    marker = tmp_path / "job" / "mlflow-run-id.txt"
+    assert tracker.get_run(first.run_id).status == "FAILED"
+    assert marker.read_text().strip() == first.run_id
+    again, step = _toy(tmp_path / "job", total=10)
+    with again.tracking(tracker, "toy", params={"lr": 1e-2}) as second:
+        again.fit(step)
+        again.export(lambda: None)
+    assert second.run_id == first.run_id
+    assert [r.run_id for r in tracker.list_runs()] == [first.run_id]
+    assert tracker.get_run(first.run_id).status == "FINISHED" and not marker.exists()
+    # a marker naming a run this store does not have: a new run, no error
+    fresh, step = _toy(tmp_path / "other", total=2)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mlflow-run-id.txt").write_text("no-such-run\n")
+    with fresh.tracking(tracker, "toy") as third:
+        fresh.fit(step)
+    assert third.run_id != first.run_id
