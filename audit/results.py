@@ -73,9 +73,10 @@ class ScanSummary:
         return sum(n for v, n in self.by_verdict.items() if v in ATTENTION)
 
 
-def load_done(results: Path) -> dict[str, tuple[int, int, str | None]]:
-    """path → (size, mtime_ns, sha256) of complete lines; a torn last line is cut off."""
-    done: dict[str, tuple[int, int, str]] = {}
+def load_done(results: Path) -> dict[str, tuple[int, int, str | None, int | None]]:
+    """path → (size, mtime_ns, sha256, its C2PA sidecar's mtime_ns or None) of complete
+    lines; a torn last line is cut off."""
+    done: dict[str, tuple[int, int, str | None, int | None]] = {}
     if not results.is_file():
         return done
     good_end = 0
@@ -91,7 +92,12 @@ def load_done(results: Path) -> dict[str, tuple[int, int, str | None]]:
                 break
             good_end = offset
             if "size" in rec:
-                done[rec["path"]] = (rec["size"], rec.get("mtime_ns", 0), rec.get("sha256"))
+                done[rec["path"]] = (
+                    rec["size"],
+                    rec.get("mtime_ns", 0),
+                    rec.get("sha256"),
+                    rec.get("sidecar_mtime_ns"),
+                )
     if good_end != results.stat().st_size:
         with results.open("r+b") as fh:
             fh.truncate(good_end)

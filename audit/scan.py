@@ -68,11 +68,13 @@ class ScanOptions:
 
 # --------------------------------------------------------------------------- worker side
 
-_CTX: dict[str, Any] = {}
+_CTX: dict[tuple[str, int], Any] = {}
 
 
 def _context(anchors: str | None):
-    key = anchors or ""
+    # keyed by process too: a c2pa Context made before a fork is not valid in the child, and
+    # worker processes fork from a main process that may have scanned before (workers=0)
+    key = (anchors or "", os.getpid())
     if key not in _CTX:
         from deepaudit.c2pa_layer import make_context
 
@@ -97,6 +99,8 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         st = p.stat()
         rec["size"] = st.st_size
         rec["mtime_ns"] = st.st_mtime_ns
+        if p.suffix.lower() != SIDECAR_SUFFIX and (side := _sidecar_mtime(p)) is not None:
+            rec["sidecar_mtime_ns"] = side  # a sidecar changed since means a rescan
         if not stat.S_ISREG(st.st_mode):
             raise MediaError(p, "not a regular file (a pipe, socket or device)")
         source = load_file(p)
@@ -159,7 +163,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main side
 
 
-def _unchanged(path: Path, prev: tuple[int, int, str | None]) -> bool:
+def _unchanged(path: Path, prev: tuple[int, int, str | None, int | None]) -> bool:
     from deepaudit.media import file_sha256
 
     try:
@@ -168,12 +172,23 @@ def _unchanged(path: Path, prev: tuple[int, int, str | None]) -> bool:
         return False
     if (st.st_size, st.st_mtime_ns) != prev[:2]:
         return False
+    if _sidecar_mtime(path) != prev[3]:  # a sidecar added, changed or removed since
+        return False
     if prev[2] is None:  # an error row written before hashing (a pipe, an unreadable file)
         return True
     try:
         return file_sha256(path) == prev[2]
     except Exception:
         return False
+
+
+def _sidecar_mtime(path: Path) -> int | None:
+    from deepaudit.c2pa_layer import sidecar_path
+
+    try:
+        return sidecar_path(path).stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 @dataclass

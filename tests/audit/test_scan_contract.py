@@ -153,3 +153,33 @@ def test_one_walker_for_scan_inspect_and_imports(tmp_path, photo):
     globbed = list(walk_files([str(root / "*.png"), str(root / "missing.png")], errors=errors))
     assert globbed == [root / "a.png"]
     assert errors == [f"{root / 'missing.png'}: no such file or folder"]
+
+
+def test_a_changed_sidecar_rescans_its_asset(tmp_path, photo, creds):
+    box = tmp_path / "box"
+    box.mkdir()
+    asset = write_image(box / "a.png", photo)
+    first = run_scan([box], tmp_path / "out", workers=0, report=False)
+    assert first.scanned == 1 and _rows(tmp_path / "out")[0]["provenance"]["state"] == "absent"
+    again = run_scan([box], tmp_path / "out", workers=0, report=False)
+    assert again.scanned == 0 and again.skipped_unchanged == 1
+    # a sidecar manifest appears beside the unchanged asset: its provenance changed
+    signed = sign_file(asset, creds["signing"], tmp_path / "signed.png", sidecar=True)
+    shutil.copy(signed.with_suffix(".c2pa"), box / "a.c2pa")
+    third = run_scan([box], tmp_path / "out", workers=0, report=False)
+    assert third.scanned == 1
+    (row,) = _rows(tmp_path / "out")
+    assert row["provenance"]["sidecar"] == str(box / "a.c2pa")
+    assert row["provenance"]["state"] == "untrusted"
+
+
+def test_workers_forked_after_an_in_process_scan_still_verify(tmp_path, photo, creds):
+    """A c2pa Context made in the main process is not valid in forked workers."""
+    box = tmp_path / "box"
+    box.mkdir()
+    sign_file(write_image(tmp_path / "s.png", photo), creds["signing"], box / "signed.png")
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}"
+        run_scan([box], out, trust_anchors=creds["ca"], workers=workers, report=False)
+        (row,) = _rows(out)
+        assert row["provenance"]["state"] == "trusted", (workers, row["provenance"]["reason"])
