@@ -60,6 +60,7 @@ _OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"}
 @dataclass(frozen=True)
 class ScanOptions:
     trust_anchors: str | None = None
+    default_trust: bool = True  # the official C2PA Trust List in force (deepaudit.trust_lists)
     frames: int = 8
     input_specs: tuple[Any, ...] = ()  # detectors' InputSpecs: inputs are prepared in workers
     watermark: bool = True
@@ -68,17 +69,17 @@ class ScanOptions:
 
 # --------------------------------------------------------------------------- worker side
 
-_CTX: dict[tuple[str, int], Any] = {}
+_CTX: dict[tuple[str, bool, int], Any] = {}
 
 
-def _context(anchors: str | None):
+def _context(anchors: str | None, default_trust: bool = True):
     # keyed by process too: a c2pa Context made before a fork is not valid in the child, and
     # worker processes fork from a main process that may have scanned before (workers=0)
-    key = (anchors or "", os.getpid())
+    key = (anchors or "", default_trust, os.getpid())
     if key not in _CTX:
         from deepaudit.c2pa_layer import make_context
 
-        _CTX[key] = make_context(anchors)
+        _CTX[key] = make_context(anchors, default_trust=default_trust)
     return _CTX[key]
 
 
@@ -126,7 +127,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         return rec
     try:
         rec["provenance"] = inspect_provenance(
-            p, context=_context(opts.trust_anchors), source=source
+            p, context=_context(opts.trust_anchors, opts.default_trust), source=source
         ).to_json()
     except Exception as exc:  # the C2PA layer must never stop a scan
         rec["provenance"] = {"state": "malformed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -215,9 +216,11 @@ def run_scan(
     limit: int | None = None,
     restart: bool = False,
     precision: str = "auto",
+    default_trust: bool = True,
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
-    many newly scanned files (used by tests and benchmarks)."""
+    many newly scanned files (used by tests and benchmarks). ``default_trust``: trust the
+    official C2PA Trust List in force besides ``trust_anchors``."""
     from deepaudit.detectors import load_detector
     from deepaudit.detectors.inference import detector_keys
 
@@ -230,6 +233,7 @@ def run_scan(
         loaded.append(_LoadedDetector(key, det, det.input_spec()))
     opts = ScanOptions(
         trust_anchors=str(trust_anchors) if trust_anchors else None,
+        default_trust=default_trust,
         frames=frames,
         input_specs=tuple(dict.fromkeys(ld.spec for ld in loaded)),
         watermark=watermark,
@@ -255,6 +259,7 @@ def run_scan(
             for ld, d in zip(loaded, detectors, strict=True)
         },
         "trust_anchors": _anchors_digest(trust_anchors),
+        "default_trust": _default_trust_digest() if default_trust else None,
         "frames": frames,
         "watermark": watermark,
     }
@@ -322,6 +327,15 @@ def run_scan(
 
         write_scan_report(results, summary, out / REPORT)
     return summary
+
+
+def _default_trust_digest() -> str | None:
+    import hashlib
+
+    from deepaudit.trust_lists import default_signing_anchors
+
+    pem = default_signing_anchors()
+    return hashlib.sha256(pem.encode()).hexdigest()[:16] if pem else None
 
 
 def _anchors_digest(anchors: Any) -> str | None:

@@ -134,13 +134,22 @@ def _context_in_process(anchors_pem: str | None, allow_network: bool, pid: int):
 
 
 def make_context(
-    trust_anchors: str | os.PathLike[str] | None = None, *, allow_network: bool = False
+    trust_anchors: str | os.PathLike[str] | None = None,
+    *,
+    default_trust: bool = True,
+    allow_network: bool = False,
 ):
-    """A c2pa ``Context``: user trust anchors (PEM file/folder), no network, no thumbnails.
-
-    Contexts are cached by content, so calling this per file costs nothing.
+    """A c2pa ``Context``: the official C2PA Trust List in force (unless ``default_trust`` is
+    False; see :mod:`deepaudit.trust_lists`) plus the user's trust anchors (PEM file/folder);
+    no network, no thumbnails. Contexts are cached by content, so calling this per file
+    costs nothing.
     """
-    pem = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
+    from deepaudit.trust_lists import default_signing_anchors
+
+    parts = [default_signing_anchors() if default_trust else ""]
+    if trust_anchors is not None:
+        parts.append(read_trust_anchors(trust_anchors))
+    pem = "".join(p.strip() + "\n" for p in parts if p.strip()) or None
     return _context(pem, allow_network)
 
 

@@ -33,6 +33,7 @@ GROUPS = {
     "generators": {"list", "train"},
     "detectors": {"list", "train", "evaluate"},
     "audit": {"fairness", "generator", "model-card", "dataset-card", "explain"},
+    "trust-list": {"show", "update"},
 }
 ROOT = {
     "inspect",

@@ -15,7 +15,17 @@ from typing import Annotated
 import typer
 
 from deepaudit import __version__
-from deepaudit.cli import audit, detectors, generators, manifest, media, provenance, runs, scan
+from deepaudit.cli import (
+    audit,
+    detectors,
+    generators,
+    manifest,
+    media,
+    provenance,
+    runs,
+    scan,
+    trust,
+)
 from deepaudit.cli.demo_command import demo
 
 __all__ = ["app", "main"]
@@ -78,6 +88,7 @@ app.command("metadata")(media.metadata)
 app.command("provenance")(provenance.provenance)
 app.command("sign")(provenance.sign)
 app.command("demo-cert")(provenance.demo_cert)
+app.add_typer(trust.app, name="trust-list")
 app.add_typer(manifest.app, name="manifest")
 app.add_typer(generators.app, name="generators")
 app.command("generate")(generators.generate)

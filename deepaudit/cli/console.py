@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_USAGE",
     "AnchorsOpt",
     "JsonOpt",
+    "NoDefaultTrustOpt",
     "StrictOpt",
     "errors_to_exit",
     "expand_paths",
@@ -44,8 +45,16 @@ AnchorsOpt = Annotated[
     Path | None,
     typer.Option(
         "--trust-anchors",
-        help="PEM file or folder of root certificates to trust. Without it every valid "
-        "signature is reported as 'untrusted' (valid but the signer is unknown).",
+        help="PEM file or folder of root certificates to trust, in addition to the official "
+        "C2PA Trust List (see `deepaudit trust-list show`). A valid signature whose signer "
+        "chains to neither is reported as 'untrusted'.",
+    ),
+]
+NoDefaultTrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-default-trust",
+        help="Do not trust the official C2PA Trust List: only --trust-anchors count.",
     ),
 ]
 

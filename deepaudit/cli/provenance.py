@@ -13,6 +13,7 @@ from deepaudit.cli.console import (
     EXIT_USAGE,
     AnchorsOpt,
     JsonOpt,
+    NoDefaultTrustOpt,
     errors_to_exit,
     expand_paths,
     print_json,
@@ -29,6 +30,7 @@ def provenance(
         list[Path], typer.Argument(help="Files or folders (walked recursively).", exists=True)
     ],
     trust_anchors: AnchorsOpt = None,
+    no_default_trust: NoDefaultTrustOpt = False,
     tree: Annotated[
         bool, typer.Option("--tree", help="Show the manifest and its ingredients as a tree.")
     ] = False,
@@ -50,7 +52,7 @@ def provenance(
     from deepaudit.c2pa_layer import make_context
 
     with errors_to_exit():
-        ctx = make_context(trust_anchors)
+        ctx = make_context(trust_anchors, default_trust=not no_default_trust)
     from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 
     # A sidecar manifest (.c2pa) is read with the file it describes, as in the scan.

@@ -11,6 +11,7 @@ from deepaudit.cli.console import (
     EXIT_FINDINGS,
     AnchorsOpt,
     JsonOpt,
+    NoDefaultTrustOpt,
     errors_to_exit,
     print_json,
     progress_bar,
@@ -32,6 +33,7 @@ def scan(
         typer.Option("--detector", "-d", help="Trained detector folder (repeatable).", exists=True),
     ] = None,
     trust_anchors: AnchorsOpt = None,
+    no_default_trust: NoDefaultTrustOpt = False,
     workers: Annotated[
         int | None, typer.Option(help="Decode/provenance worker processes (default: cores - 1).")
     ] = None,
@@ -70,6 +72,7 @@ def scan(
             out,
             detectors=detector or [],
             trust_anchors=trust_anchors,
+            default_trust=not no_default_trust,
             workers=workers,
             frames=frames,
             csv=csv,

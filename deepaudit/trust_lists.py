@@ -1,0 +1,184 @@
+"""The official C2PA trust lists: shipped with the package, dated, used by default.
+
+The C2PA Conformance Program publishes the C2PA Trust List (the CAs whose certificates may
+sign claims) and the C2PA TSA Trust List (time-stamping authorities), under CC BY 4.0. A
+snapshot of both ships in ``deepaudit/trust/`` with its source, checksums and licence
+(``SOURCE.md``), so a signature from a camera, phone or AI service that chains to the list is
+``trusted`` out of the box, offline. A newer snapshot installed with ``deepaudit trust-list
+update`` (into the user's data folder) takes precedence; ``$DEEPAUDIT_TRUST_DIR`` points at
+another folder (the tests use a stand-in list made by themselves).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from deepaudit.errors import DeepauditError
+
+__all__ = [
+    "LIST_FILES",
+    "SHIPPED_DIR",
+    "TrustList",
+    "default_signing_anchors",
+    "install_trust_lists",
+    "load_trust_lists",
+    "trust_dir",
+    "user_trust_dir",
+]
+
+SHIPPED_DIR = Path(__file__).with_name("trust")
+# list kind -> file stem (``.pem`` certificates, ``.json`` the list's own record with dates)
+LIST_FILES: dict[str, str] = {"signing": "C2PA-TRUST-LIST", "tsa": "C2PA-TSA-TRUST-LIST"}
+
+
+@dataclass(frozen=True)
+class TrustList:
+    """One trust list as installed: what it is, when it was issued, what it holds."""
+
+    kind: Literal["signing", "tsa"]
+    name: str  # the list's own scheme name, e.g. "C2PA Trust List"
+    pem: Path
+    issued: str | None  # ListIssueDateTime of the list's JSON record
+    next_update: str | None
+    certificates: int
+    earliest_expiry: str | None  # the first of its certificates to expire
+    latest_expiry: str | None
+    sha256: str  # of the PEM file
+    location: Literal["shipped", "user", "env"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "file": str(self.pem),
+            "issued": self.issued,
+            "next_update": self.next_update,
+            "certificates": self.certificates,
+            "earliest_expiry": self.earliest_expiry,
+            "latest_expiry": self.latest_expiry,
+            "sha256": self.sha256,
+            "location": self.location,
+        }
+
+
+def user_trust_dir() -> Path:
+    """Where ``trust-list update`` installs snapshots (XDG data folder)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "deepaudit" / "trust"
+
+
+def trust_dir() -> tuple[Path, Literal["shipped", "user", "env"]]:
+    """The folder whose lists are in force: ``$DEEPAUDIT_TRUST_DIR``, else an installed
+    update, else the snapshot shipped with the package."""
+    env = os.environ.get("DEEPAUDIT_TRUST_DIR")
+    if env:
+        return Path(env), "env"
+    user = user_trust_dir()
+    if (user / f"{LIST_FILES['signing']}.pem").is_file():
+        return user, "user"
+    return SHIPPED_DIR, "shipped"
+
+
+def load_trust_lists(folder: str | os.PathLike[str] | None = None) -> list[TrustList]:
+    """The lists in ``folder`` (default: :func:`trust_dir`, the ones in force), each parsed
+    and dated."""
+    if folder is None:
+        root, where = trust_dir()
+    else:
+        root = Path(folder)
+        where = "shipped" if root == SHIPPED_DIR else "user" if root == user_trust_dir() else "env"
+    out = []
+    for kind, stem in LIST_FILES.items():
+        pem = root / f"{stem}.pem"
+        if pem.is_file():
+            out.append(_read_list(kind, pem, where))  # type: ignore[arg-type]
+    if not out:
+        raise DeepauditError(f"{root}: no trust list ({LIST_FILES['signing']}.pem) found")
+    return out
+
+
+def default_signing_anchors() -> str:
+    """PEM of the signing trust list in force ("" when none is installed)."""
+    root, _ = trust_dir()
+    pem = root / f"{LIST_FILES['signing']}.pem"
+    try:
+        st = pem.stat()
+    except OSError:
+        return ""
+    return _pem_text(str(pem), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _pem_text(path: str, mtime_ns: int, size: int) -> str:
+    return Path(path).read_text(encoding="ascii")
+
+
+def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:
+    """Check a snapshot folder (or one ``.pem`` file of a list) and install it as the user's
+    lists; nothing is installed when any file fails to parse."""
+    src = Path(source)
+    files = sorted(src.iterdir()) if src.is_dir() else [src]
+    wanted = {f"{stem}{ext}" for stem in LIST_FILES.values() for ext in (".pem", ".json")}
+    chosen = [f for f in files if f.name in wanted]
+    if not any(f.suffix == ".pem" for f in chosen):
+        raise DeepauditError(f"{src}: no trust list found (expected {', '.join(sorted(wanted))})")
+    for f in chosen:  # parse everything before touching the installed lists
+        kind = next(k for k, stem in LIST_FILES.items() if f.stem == stem)
+        if f.suffix == ".pem":
+            _read_list(kind, f, "user")  # type: ignore[arg-type]
+        else:
+            _list_record(f)
+    dest = user_trust_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in chosen:
+        tmp = dest / f".{f.name}.part"
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, dest / f.name)
+    return load_trust_lists(dest)
+
+
+def _read_list(kind: Literal["signing", "tsa"], pem: Path, where: Any) -> TrustList:
+    from cryptography import x509
+
+    data = pem.read_bytes()
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise DeepauditError(f"{pem}: not a PEM list of certificates ({exc})") from None
+    expiries = sorted(c.not_valid_after_utc.isoformat() for c in certs)
+    record = _list_record(pem.with_suffix(".json"))
+    info = record.get("ListAndSchemeInformation") or {}
+    names = [n.get("value") for n in info.get("SchemeName") or [] if isinstance(n, dict)]
+    return TrustList(
+        kind=kind,
+        name=(names[0] if names else None) or LIST_FILES[kind].replace("-", " ").title(),
+        pem=pem,
+        issued=info.get("ListIssueDateTime"),
+        next_update=info.get("NextUpdate"),
+        certificates=len(certs),
+        earliest_expiry=expiries[0] if expiries else None,
+        latest_expiry=expiries[-1] if expiries else None,
+        sha256=hashlib.sha256(data).hexdigest(),
+        location=where,
+    )
+
+
+def _list_record(path: Path) -> dict[str, Any]:
+    """The ``LoTE`` record of a list's JSON file ({} when the list came as PEM only)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeepauditError(f"{path}: not a trust list record ({exc})") from None
+    record = data.get("LoTE") if isinstance(data, dict) else None
+    if not isinstance(record, dict):
+        raise DeepauditError(f"{path}: not a trust list record (no 'LoTE' object)")
+    return record
