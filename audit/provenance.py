@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from deepaudit.c2pa_layer import C2paRead, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
+from deepaudit.trust_lists import TrustSource, trust_source
 
 if TYPE_CHECKING:
     from deepaudit.media import LoadedFile
@@ -142,6 +143,7 @@ class ProvenanceRecord:
     remote_url: str | None = None
     embedded: bool | None = None
     sidecar: str | None = None
+    trusted_by: TrustSource | None = None  # the list or anchors a trusted signer chains to
 
     @property
     def codes(self) -> list[str]:
@@ -179,6 +181,7 @@ class ProvenanceRecord:
             "remote_url": self.remote_url,
             "embedded": self.embedded,
             "sidecar": self.sidecar,
+            "trusted_by": self.trusted_by.to_json() if self.trusted_by else None,
         }
 
 
@@ -189,13 +192,43 @@ def inspect_provenance(
     context=None,
     use_sidecar: bool = True,
     source: LoadedFile | None = None,
+    default_trust: bool = True,
 ) -> ProvenanceRecord:
     """Read ``path``'s manifest store offline and interpret it. Never raises for content.
 
-    ``source``: the file already read by ``deepaudit.media.load_file`` (not read again).
+    Trust: the official C2PA Trust List in force (unless ``default_trust`` is False) and
+    ``trust_anchors``; with a ``context`` given, these only name what a trusted signer chains
+    to (``trusted_by``). ``source``: the file already read by ``deepaudit.media.load_file``.
     """
-    ctx = context if context is not None else make_context(trust_anchors)
-    return interpret(read_file(path, context=ctx, use_sidecar=use_sidecar, source=source))
+    ctx = (
+        context if context is not None else make_context(trust_anchors, default_trust=default_trust)
+    )
+    rec = interpret(read_file(path, context=ctx, use_sidecar=use_sidecar, source=source))
+    if rec.state == "trusted" and rec.signer is not None:
+        rec.trusted_by = _trusted_by(rec.signer, trust_anchors, default_trust)
+        if rec.trusted_by is not None:
+            rec.reason += f" via {rec.trusted_by.label()}"
+            rec.conclusion = _conclusion(rec)
+    return rec
+
+
+def _trusted_by(
+    signer: SignerInfo, trust_anchors: str | os.PathLike[str] | None, default_trust: bool
+) -> TrustSource | None:
+    from deepaudit.c2pa_layer import read_trust_anchors
+    from deepaudit.errors import DeepauditError
+
+    try:
+        pem = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
+        return trust_source(
+            signer.issuer,
+            signer.issuer_organization,
+            anchors_pem=pem,
+            anchors_file=str(trust_anchors) if trust_anchors is not None else None,
+            default_trust=default_trust,
+        )
+    except (DeepauditError, ValueError):  # naming the source must never fail a read
+        return None
 
 
 def interpret(read: C2paRead) -> ProvenanceRecord:
@@ -446,6 +479,7 @@ def audit_file(
     kind: str | None = None,
     check_metadata: bool = True,
     check_watermark: bool = True,
+    default_trust: bool = True,
 ) -> dict[str, Any]:
     """Provenance + AI metadata + invisible watermark of one file, as one JSON-ready dict.
 
@@ -455,7 +489,9 @@ def audit_file(
     from deepaudit.errors import DeepauditError
     from deepaudit.media import read_image, sniff_format
 
-    record = inspect_provenance(path, trust_anchors=trust_anchors, context=context)
+    record = inspect_provenance(
+        path, trust_anchors=trust_anchors, context=context, default_trust=default_trust
+    )
     out = record.to_json()
     if kind is None:
         try:

@@ -69,13 +69,17 @@ class ScanOptions:
 
 # --------------------------------------------------------------------------- worker side
 
-_CTX: dict[tuple[str, bool, int], Any] = {}
+_CTX: dict[tuple[str, str, int], Any] = {}
 
 
 def _context(anchors: str | None, default_trust: bool = True):
     # keyed by process too: a c2pa Context made before a fork is not valid in the child, and
     # worker processes fork from a main process that may have scanned before (workers=0)
-    key = (anchors or "", default_trust, os.getpid())
+    from deepaudit.trust_lists import default_signing_anchors
+
+    # ... and by the trust list in force, which an update may change
+    listed = default_signing_anchors() if default_trust else ""
+    key = (anchors or "", listed, os.getpid())
     if key not in _CTX:
         from deepaudit.c2pa_layer import make_context
 
@@ -127,7 +131,11 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         return rec
     try:
         rec["provenance"] = inspect_provenance(
-            p, context=_context(opts.trust_anchors, opts.default_trust), source=source
+            p,
+            context=_context(opts.trust_anchors, opts.default_trust),
+            trust_anchors=opts.trust_anchors,
+            default_trust=opts.default_trust,
+            source=source,
         ).to_json()
     except Exception as exc:  # the C2PA layer must never stop a scan
         rec["provenance"] = {"state": "malformed", "reason": f"{type(exc).__name__}: {exc}"}

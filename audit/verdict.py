@@ -101,6 +101,10 @@ def decide(
         src = "c2pa-trusted" if state == "trusted" else "c2pa-untrusted"
         signer = (prov.get("signer") or {}).get("common_name") or "unknown signer"
         trust = "trusted" if state == "trusted" else "untrusted, unverified"
+        by = prov.get("trusted_by") or {}
+        if state == "trusted" and by.get("name"):
+            issued = f" of {str(by['issued'])[:10]}" if by.get("issued") else ""
+            trust = f"trusted via {by['name']}{issued}"
         if decl in ("ai-generated", "ai-edited"):
             what = "AI-generated" if decl == "ai-generated" else "AI-edited/composite"
             reasons.append(

@@ -26,10 +26,12 @@ __all__ = [
     "LIST_FILES",
     "SHIPPED_DIR",
     "TrustList",
+    "TrustSource",
     "default_signing_anchors",
     "install_trust_lists",
     "load_trust_lists",
     "trust_dir",
+    "trust_source",
     "user_trust_dir",
 ]
 
@@ -182,3 +184,76 @@ def _list_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise DeepauditError(f"{path}: not a trust list record (no 'LoTE' object)")
     return record
+
+
+@dataclass(frozen=True)
+class TrustSource:
+    """Where the certificate a signer chains to comes from: a trust list (with its date) or
+    the user's own trust anchors."""
+
+    name: str
+    issued: str | None = None
+    file: str | None = None
+
+    def label(self) -> str:
+        return f"{self.name} of {self.issued[:10]}" if self.issued else self.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "issued": self.issued, "file": self.file}
+
+
+def trust_source(
+    issuer_cn: str | None,
+    issuer_org: str | None,
+    *,
+    anchors_pem: str | None = None,
+    anchors_file: str | None = None,
+    default_trust: bool = True,
+) -> TrustSource | None:
+    """Which list or anchors file holds the certificate that issued a trusted signer (matched
+    by the issuer's common name and organisation); None when no anchor matches, e.g. when
+    the signer's issuer is an intermediate that the list's root signed. ``anchors_pem``: the
+    user's trust anchors (``c2pa_layer.read_trust_anchors``), read from ``anchors_file``."""
+    if not issuer_cn and not issuer_org:
+        return None
+    root, _ = trust_dir()
+    try:  # an update in this process replaces the list: the index follows its mtime
+        stamp = (root / f"{LIST_FILES['signing']}.pem").stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    for key, source in _anchor_index(anchors_pem, anchors_file, default_trust, root, stamp):
+        if key == (issuer_cn, issuer_org) or (issuer_org is None and key[0] == issuer_cn):
+            return source
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _anchor_index(
+    anchors_pem: str | None,
+    anchors_file: str | None,
+    default_trust: bool,
+    root: Path,
+    stamp: int,
+) -> tuple[tuple[tuple[str | None, str | None], TrustSource], ...]:
+    """(CN, O) of every anchor certificate -> its source; the user's anchors first."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    def names(pem: bytes) -> list[tuple[str | None, str | None]]:
+        out = []
+        for cert in x509.load_pem_x509_certificates(pem):
+            cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+            out.append((cn[0].value if cn else None, org[0].value if org else None))
+        return out
+
+    index: list[tuple[tuple[str | None, str | None], TrustSource]] = []
+    if anchors_pem:
+        mine = TrustSource("your trust anchors", None, anchors_file)
+        index += [(k, mine) for k in names(anchors_pem.encode())]
+    if default_trust:
+        for t in load_trust_lists(root):
+            if t.kind == "signing":
+                src = TrustSource(t.name, t.issued, str(t.pem))
+                index += [(k, src) for k in names(t.pem.read_bytes())]
+    return tuple(index)

@@ -59,9 +59,18 @@ def stand_in(tmp_path, creds, monkeypatch):
 
 def test_the_list_in_force_is_trusted_by_default(stand_in, tmp_path, photo, creds):
     signed = sign_file(write_image(tmp_path / "p.png", photo), creds["signing"], tmp_path / "s.png")
-    assert inspect_provenance(signed).state == "trusted"  # no --trust-anchors needed
+    rec = inspect_provenance(signed)  # no --trust-anchors needed
+    assert rec.state == "trusted"
+    assert rec.trusted_by.to_json() == {
+        "name": "Stand-in Trust List",
+        "issued": "2026-11-01T00:00:00Z",
+        "file": str(stand_in / "C2PA-TRUST-LIST.pem"),
+    }
+    assert rec.reason.endswith("trusted via Stand-in Trust List of 2026-11-01")
     off = make_context(default_trust=False)
     assert inspect_provenance(signed, context=off).state == "untrusted"
+    mine = inspect_provenance(signed, trust_anchors=creds["ca"], default_trust=False)
+    assert (mine.state, mine.trusted_by.name) == ("trusted", "your trust anchors")
     box = tmp_path / "box"
     box.mkdir()
     shutil.copy(signed, box / "s.png")
@@ -69,6 +78,7 @@ def test_the_list_in_force_is_trusted_by_default(stand_in, tmp_path, photo, cred
     run_scan([box], tmp_path / "off", workers=0, report=False, default_trust=False)
     on, off_row = (json.loads((tmp_path / d / "results.jsonl").read_text()) for d in ("on", "off"))
     assert (on["provenance"]["state"], on["verdict"]) == ("trusted", "synthetic")
+    assert "trusted via Stand-in Trust List of 2026-11-01" in on["reasons"][0]["text"]
     assert (off_row["provenance"]["state"], off_row["verdict"]) == ("untrusted", "likely-synthetic")
     (listed,) = load_trust_lists()
     assert (listed.name, listed.issued, listed.location) == (

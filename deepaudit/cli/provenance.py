@@ -64,7 +64,15 @@ def provenance(
     records: list[dict[str, Any]] = []
     with progress_bar("reading provenance", enabled=len(files) > 20) as update:
         for done, f in enumerate(files, start=1):
-            records.append(audit_file(f, context=ctx, check_watermark=not no_watermark))
+            records.append(
+                audit_file(
+                    f,
+                    context=ctx,
+                    trust_anchors=trust_anchors,
+                    default_trust=not no_default_trust,
+                    check_watermark=not no_watermark,
+                )
+            )
             update(done, len(files))
     states: dict[str, int] = {}
     for r in records:
