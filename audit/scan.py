@@ -69,23 +69,6 @@ class ScanOptions:
 
 # --------------------------------------------------------------------------- worker side
 
-_CTX: dict[tuple[str, str, int], Any] = {}
-
-
-def _context(anchors: str | None, default_trust: bool = True):
-    # keyed by process too: a c2pa Context made before a fork is not valid in the child, and
-    # worker processes fork from a main process that may have scanned before (workers=0)
-    from deepaudit.trust_lists import default_signing_anchors
-
-    # ... and by the trust list in force, which an update may change
-    listed = default_signing_anchors() if default_trust else ""
-    key = (anchors or "", listed, os.getpid())
-    if key not in _CTX:
-        from deepaudit.c2pa_layer import make_context
-
-        _CTX[key] = make_context(anchors, default_trust=default_trust)
-    return _CTX[key]
-
 
 def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     """Everything about one file except detector scores; never raises for the file's content.
@@ -95,6 +78,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     file or sniffs its format again.
     """
     from deepaudit.audit.provenance import image_signals, inspect_provenance
+    from deepaudit.c2pa_layer import make_context
     from deepaudit.media import load_file, probe, read_image, read_video
 
     p = Path(path)
@@ -132,7 +116,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     try:
         rec["provenance"] = inspect_provenance(
             p,
-            context=_context(opts.trust_anchors, opts.default_trust),
+            context=make_context(opts.trust_anchors, default_trust=opts.default_trust),
             trust_anchors=opts.trust_anchors,
             default_trust=opts.default_trust,
             source=source,

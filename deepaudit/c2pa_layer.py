@@ -101,8 +101,19 @@ def read_trust_anchors(path: str | os.PathLike[str]) -> str:
         files = [p]
     else:
         raise CredentialError(f"{p}: trust anchors not found (give a PEM file or a folder)")
+    # cached by the files' identity: callers may ask once per scanned file
+    try:
+        stamps = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError as exc:
+        raise CredentialError(f"{p}: cannot read trust anchors: {exc}") from exc
+    return _read_anchor_files(str(p), stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_anchor_files(where: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
     chunks = []
-    for f in files:
+    for name, _, _ in stamps:
+        f = Path(name)
         try:
             text = f.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
@@ -111,7 +122,7 @@ def read_trust_anchors(path: str | os.PathLike[str]) -> str:
             chunks.append(text.strip() + "\n")
     if not chunks:
         raise CredentialError(
-            f"{p}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
+            f"{where}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
         )
     return "".join(chunks)
 
@@ -141,8 +152,9 @@ def make_context(
 ):
     """A c2pa ``Context``: the official C2PA Trust List in force (unless ``default_trust`` is
     False; see :mod:`deepaudit.trust_lists`) plus the user's trust anchors (PEM file/folder);
-    no network, no thumbnails. Contexts are cached by content, so calling this per file
-    costs nothing.
+    no network, no thumbnails. Contexts are cached by anchor content and process (a Context
+    made before a fork is not valid in the child), so calling this per file costs a few
+    ``stat`` calls.
     """
     from deepaudit.trust_lists import default_signing_anchors
 

@@ -215,20 +215,7 @@ def load_file(
 
 def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:
     """Recognise a media file by its first bytes; raise MediaError for anything else."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise MediaError(p, "is a directory, not a file")
-        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
-            raise MediaError(p, "not a regular file (a pipe, socket or device)")
-        with open(p, "rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
-    except OSError as exc:
-        raise MediaError(p, _os_reason(exc)) from exc
-    except ValueError as exc:  # e.g. an embedded NUL byte in the path
-        raise MediaError(p, f"invalid path ({exc})") from exc
-    return _classify(p, head)
+    return load_file(path, in_memory_bytes=0).guess  # reads the first bytes only
 
 
 def _classify(p: Path, head: bytes) -> FormatGuess:
