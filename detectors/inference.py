@@ -81,21 +81,68 @@ def face_crops(frame: np.ndarray, *, min_size: int = 32) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a detector wants its pixels (hashable and picklable: worker processes use it)."""
+    """How a detector wants its pixels (hashable and picklable: worker processes use it).
 
-    size: int  # side of the square centre crop
+    The default (``size`` only) is deepaudit's own crop: the centred ``size``² square, images
+    smaller than that scaled up first. Published detectors ask for their papers' exact
+    pipeline instead (``exact=True``): an optional ``resize`` of the shorter side (PIL, as
+    torchvision's ``Resize`` does on PIL images), then torchvision's ``CenterCrop`` (offsets
+    rounded, smaller images padded with zeros), or the whole image when ``size`` is None.
+    """
+
+    size: int | None  # side of the square centre crop (None: the whole image, exact only)
     faces: bool = False  # crop each frame to its largest face first (frames without one: whole)
+    resize: int | None = None  # shorter side resized to this first (exact only)
+    resize_mode: str = "bilinear"  # bilinear | bicubic | nearest (PIL filters)
+    exact: bool = False  # torchvision's Resize/CenterCrop arithmetic instead of deepaudit's crop
+
+    def __post_init__(self) -> None:
+        if not self.exact and (self.size is None or self.resize is not None):
+            raise ValueError("a whole-image or resized InputSpec needs exact=True")
+        if self.resize_mode not in _PIL_FILTERS:
+            raise ValueError(f"resize_mode must be one of {sorted(_PIL_FILTERS)}")
 
     def prepare(self, media: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """``(n, size, size, 3)`` uint8: one crop for an image (H, W[, 3]), one per frame of a
-        clip (a (T, H, W, 3) array or a list of frames)."""
+        """``(n, h, w, 3)`` uint8: one input for an image (H, W[, 3]), one per frame of a clip
+        (a (T, H, W, 3) array or a list of frames). ``h = w = size`` unless ``size`` is None."""
         frames = [media] if isinstance(media, np.ndarray) and media.ndim in (2, 3) else media
         if not len(frames):
-            return np.zeros((0, self.size, self.size, 3), np.uint8)
+            side = self.size or 0
+            return np.zeros((0, side, side, 3), np.uint8)
         if self.faces:
             faces = [c for f in frames for c in face_crops(np.asarray(f))[:1]]
             frames = faces or list(frames)
-        return np.stack([crop(np.asarray(f), self.size) for f in frames])
+        if not self.exact:
+            return np.stack([crop(np.asarray(f), self.size) for f in frames])
+        return np.stack([self._exact(np.asarray(f)) for f in frames])
+
+    def _exact(self, image: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        image = image[..., :3]
+        if self.resize is not None:
+            h, w = image.shape[:2]
+            short, long = (h, w) if h <= w else (w, h)
+            new_long = int(self.resize * long / short)
+            nh, nw = (self.resize, new_long) if h <= w else (new_long, self.resize)
+            if (nh, nw) != (h, w):
+                pil = Image.fromarray(np.ascontiguousarray(image))
+                image = np.asarray(pil.resize((nw, nh), _PIL_FILTERS[self.resize_mode]))
+        if self.size is None:
+            return np.ascontiguousarray(image)
+        h, w = image.shape[:2]
+        s = self.size
+        if h < s or w < s:  # torchvision pads with zeros, centred (left/top get the floor)
+            ph, pw = max(0, s - h), max(0, s - w)
+            image = np.pad(image, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
+            h, w = image.shape[:2]
+        top, left = round((h - s) / 2.0), round((w - s) / 2.0)
+        return np.ascontiguousarray(image[top : top + s, left : left + s])
+
+
+_PIL_FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 
 
 @dataclass(frozen=True)
@@ -132,14 +179,25 @@ def score_prepared(
     flat = [x for x in inputs if len(x)]
     probs = np.zeros(0)
     if flat:
-        batch = np.concatenate(flat)
-        batch_size = batch_size or len(batch)
-        probs = np.concatenate(
-            [
-                np.asarray(det.score_inputs(batch[i : i + batch_size]), dtype=np.float64)
-                for i in range(0, len(batch), batch_size)
-            ]
-        )
+        # inputs of one shape share batches; whole-image detectors see many shapes
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for k, x in enumerate(flat):
+            shapes.setdefault(x.shape[1:], []).append(k)
+        parts: list[np.ndarray | None] = [None] * len(flat)
+        for members in shapes.values():
+            batch = np.concatenate([flat[k] for k in members])
+            size = batch_size or len(batch)
+            p = np.concatenate(
+                [
+                    np.asarray(det.score_inputs(batch[i : i + size]), dtype=np.float64)
+                    for i in range(0, len(batch), size)
+                ]
+            )
+            pos = 0
+            for k in members:
+                parts[k] = p[pos : pos + len(flat[k])]
+                pos += len(flat[k])
+        probs = np.concatenate(parts)
     out: list[FileScore | None] = []
     pos = 0
     for n, is_video in zip(sizes, video, strict=True):

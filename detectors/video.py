@@ -10,6 +10,7 @@ every other detector; this class only says which image detector, which frames an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class FrameAggregateDetector(Detector):
         }
 
     def input_spec(self) -> InputSpec:
-        return InputSpec(self.image_detector.input_spec().size, faces=self.faces)
+        return dataclasses.replace(self.image_detector.input_spec(), faces=self.faces)
 
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         return self.image_detector.score_inputs(inputs)
