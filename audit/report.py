@@ -162,6 +162,58 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
     rep.paragraph(
         " ".join(f"{v}: {text}." for v, text in GLOSSARY.items() if v != "error"), cls="muted"
     )
+    if s["detectors"]:
+        rep.heading("Detectors", "detectors")
+        fusion = s.get("fusion") or {}
+        band = fusion.get("band") or [None, None]
+        rep.paragraph(
+            f"Scores are fused by {fusion.get('rule', 'mean-logit')} (the mean of the calibrated "
+            f"log-odds, unless max) and read against the uncertain band {band[0]}–{band[1]}: "
+            "over it is evidence of synthesis, inside it no evidence either way. Scores of "
+            "detectors on media unlike their training domain mean little; calibrate them on "
+            "your own data (deepaudit detectors calibrate).",
+            cls="muted",
+        )
+        rows = []
+        for name, d in s["detectors"].items():
+            licence = html.escape(str(d.get("licence")))
+            if d.get("non_commercial"):
+                licence += ' <b class="warn">non-commercial</b>'
+            cal = d.get("calibration")
+            cal_text = (
+                f"{cal['method']} on {cal['fitted_on'].get('data', '?')} "
+                f"(ECE {cal.get('ece_before')} → {cal.get('ece_after')})"
+                if cal
+                else "not calibrated"
+            )
+            made = "<br>".join(
+                f"{html.escape(str(i.get('file')))} sha256 {str(i.get('sha256'))[:16]}…"
+                for i in d.get("inputs") or []
+            )
+            rows.append(
+                (
+                    name,
+                    str(d.get("detector")),
+                    licence,
+                    str(d.get("paper") or d.get("source") or ""),
+                    str(d.get("training_domain")),
+                    cal_text,
+                    made or "-",
+                )
+            )
+        rep.table(
+            [
+                "detector",
+                "kind",
+                "licence",
+                "paper / source",
+                "trained on",
+                "calibration",
+                "made from",
+            ],
+            rows,
+            raw_cols=(2, 6),
+        )
     rep.heading("Provenance (C2PA)", "provenance")
     rep.table(["state", "files"], sorted(s["by_provenance_state"].items(), key=lambda kv: -kv[1]))
     # score histograms per detector (streamed)
@@ -179,20 +231,35 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
             thr = (s["detectors"].get(name) or {}).get("threshold")
             if thr is not None:
                 ax.axvline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:.3f}")
+            band = (s.get("fusion") or {}).get("band")
+            if band:
+                ax.axvspan(band[0], band[1], color="0.85", zorder=0, label="uncertain band")
+            if thr is not None or band:
                 ax.legend(fontsize=8)
             ax.set(xlabel="P(synthetic)", ylabel="files", title=name)
             rep.figure(fig, f"{name}: score distribution over {len(vals)} files")
     first = top_for_review(results, top)
     rep.heading(f"Look at these first ({len(first)})", "review")
+    names = list(s["detectors"])
     rows = []
     for rec in first:
         reasons = "; ".join(r["text"] for r in rec.get("reasons", [])[:3])
         if "error" in rec:
             reasons = rec["error"]["message"]
+        sc = rec.get("scores") or {}
+        per = [fmt_value((sc.get(n) or {}).get("score"), ".3f") for n in names]
+        fused = (rec.get("fused") or {}).get("score")
         rows.append(
-            (pill(rec.get("verdict", "error")), html.escape(rec["path"]), html.escape(reasons))
+            (
+                pill(rec.get("verdict", "error")),
+                html.escape(rec["path"]),
+                *([fmt_value(fused, ".3f")] if names else []),
+                *per,
+                html.escape(reasons),
+            )
         )
-    rep.table(["verdict", "file", "why"], rows, raw_cols=(0, 1, 2))
+    header = ["verdict", "file", *(["fused"] if names else []), *names, "why"]
+    rep.table(header, rows, raw_cols=(0, 1, len(header) - 1))
     rep.heading("Every file", "files")
     for shown, rec in enumerate(iter_results(results)):
         if shown >= 2000:

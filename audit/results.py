@@ -50,6 +50,7 @@ class ScanSummary:
     sidecars_attached: list[str] = field(default_factory=list)  # .c2pa read with their asset
     seconds: float = 0.0
     detectors: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] | None = None  # rule and uncertain band (verdict.Fusion)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class ScanSummary:
             "seconds": round(self.seconds, 2),
             "files_per_s": round(self.scanned / self.seconds, 2) if self.seconds else None,
             "detectors": self.detectors,
+            "fusion": self.fusion,
         }
 
     @property
@@ -159,14 +161,8 @@ def top_for_review(results: Path, k: int = 200) -> list[dict[str, Any]]:
         pri = REVIEW_PRIORITY.get(rec.get("verdict", ""), 0)
         if not pri:
             continue
-        margin = max(
-            [
-                s["score"] - s.get("threshold", 0.5)
-                for s in (rec.get("scores") or {}).values()
-                if s.get("score") is not None
-            ]
-            or [0.0]
-        )
+        fused = (rec.get("fused") or {}).get("score")
+        margin = fused - 0.5 if fused is not None else 0.0
         key = (pri + 0.5 * margin, -n)
         item = (key[0], key[1], rec)
         if len(heap) < k:

@@ -45,7 +45,7 @@ from deepaudit.audit.results import (
     summarise_results,
     write_results_csv,
 )
-from deepaudit.audit.verdict import verdict_for
+from deepaudit.audit.verdict import DEFAULT_BAND, Fusion, fuse, verdict_for
 from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 from deepaudit.errors import DeepauditError, MediaError, error_record
 from deepaudit.walk import walk_files
@@ -209,10 +209,13 @@ def run_scan(
     restart: bool = False,
     precision: str = "auto",
     default_trust: bool = True,
+    fusion: str = "mean-logit",
+    band: tuple[float, float] = DEFAULT_BAND,
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks). ``default_trust``: trust the
-    official C2PA Trust List in force besides ``trust_anchors``."""
+    official C2PA Trust List in force besides ``trust_anchors``. ``fusion`` and ``band``:
+    how detector scores become one, and the uncertain band (:class:`verdict.Fusion`)."""
     from deepaudit.detectors import load_detector
     from deepaudit.detectors.inference import detector_keys
 
@@ -223,6 +226,13 @@ def run_scan(
     for key, d in zip(detector_keys(detectors), detectors, strict=True):
         det = load_detector(d, device=device, precision=None if precision == "auto" else precision)
         loaded.append(_LoadedDetector(key, det, det.input_spec()))
+    identities = {ld.key: ld.det.identity() for ld in loaded}
+    policy = Fusion(
+        rule=fusion,
+        band=(float(band[0]), float(band[1])),
+        domains={k: str(i.get("training_domain") or "") for k, i in identities.items()},
+        calibrated={k: i.get("calibration") is not None for k, i in identities.items()},
+    )
     opts = ScanOptions(
         trust_anchors=str(trust_anchors) if trust_anchors else None,
         default_trust=default_trust,
@@ -236,9 +246,14 @@ def run_scan(
         read_trust_anchors(trust_anchors)  # a bad anchors file fails before the scan
     summary = ScanSummary(
         detectors={
-            ld.key: {"path": str(d), "threshold": ld.det.threshold}
+            ld.key: {
+                "path": str(d),
+                **identities[ld.key],
+                "threshold": (ld.det.calibration or ld.det).threshold,
+            }
             for ld, d in zip(loaded, detectors, strict=True)
-        }
+        },
+        fusion=policy.to_json() if loaded else None,
     )
     results = out / RESULTS
     fingerprint = {
@@ -247,9 +262,11 @@ def run_scan(
                 "path": str(Path(d).resolve()),
                 "threshold": ld.det.threshold,
                 "config": ld.det.config().get("params"),
+                "calibration": identities[ld.key].get("calibration"),
             }
             for ld, d in zip(loaded, detectors, strict=True)
         },
+        "fusion": policy.to_json(),
         "trust_anchors": _anchors_digest(trust_anchors),
         "default_trust": _default_trust_digest() if default_trust else None,
         "frames": frames,
@@ -291,7 +308,10 @@ def run_scan(
             _score(pending, loaded)
             for rec in pending:
                 rec.pop("_inputs", None)
-                verdict, reasons = verdict_for(rec)
+                fused = fuse(rec.get("scores") or {}, policy.rule)
+                if fused is not None:
+                    rec["fused"] = {"score": fused, **policy.to_json()}
+                verdict, reasons = verdict_for(rec, policy)
                 rec["verdict"] = verdict
                 rec["reasons"] = [r.to_json() for r in reasons]
                 fh.write(json.dumps(rec, default=_json_default) + "\n")

@@ -70,14 +70,34 @@ def write_model_card(
     fairness = None
     if fairness_json is not None and Path(fairness_json).is_file():
         fairness = json.loads(Path(fairness_json).read_text())
-    limitations = [
-        f"Trained on {(training.get('train') or {}).get('items', '?')} items from "
-        f"{', '.join((training.get('train') or {}).get('sources', {}) or ['?'])}; performance on "
-        "other generators is not guaranteed (see the cross-generator results).",
-        f"Threshold {cfg.get('threshold'):.4f} was calibrated on "
-        f"{training.get('threshold_from', '?')} data to a {training.get('target_fpr', '?')} "
-        "false-positive rate; it drifts on other data.",
-    ]
+    from deepaudit.detectors import load_detector
+
+    identity = load_detector(root, device="cpu").identity()  # checks an import's weights hash
+    cal = identity.get("calibration")
+    if cfg.get("imported"):
+        limitations = [
+            f"Weights released by the authors of {identity.get('title') or cfg.get('detector')}, "
+            f"trained on {identity.get('training_domain')}; scores on media unlike that "
+            "domain (newer generators, other re-encoding) mean little until calibrated on "
+            "your own labelled data.",
+            f"Licence: {identity.get('licence')}."
+            + (" The weights may not be used commercially." if identity["non_commercial"] else ""),
+        ]
+    else:
+        limitations = [
+            f"Trained on {(training.get('train') or {}).get('items', '?')} items from "
+            f"{', '.join((training.get('train') or {}).get('sources', {}) or ['?'])}; performance "
+            "on other generators is not guaranteed (see the cross-generator results).",
+            f"Threshold {cfg.get('threshold'):.4f} was calibrated on "
+            f"{training.get('threshold_from', '?')} data to a {training.get('target_fpr', '?')} "
+            "false-positive rate; it drifts on other data.",
+        ]
+    if cal:
+        limitations.append(
+            f"Scores are calibrated ({cal['method']}) on {cal['fitted_on'].get('data', '?')} "
+            f"({cal['fitted_on'].get('items', '?')} items), threshold {cal['threshold']:.4f} for "
+            f"FPR {cal['target_fpr']:g} there; remove calibration.json for the original scores."
+        )
     if training.get("warning"):
         limitations.append(training["warning"])
     if evaluation:
@@ -109,6 +129,7 @@ def write_model_card(
             "input_size": cfg.get("input_size"),
             "threshold": cfg.get("threshold"),
         },
+        "identity": identity,
         "intended_use": INTENDED_USE,
         "out_of_scope": OUT_OF_SCOPE,
         "training_data": {k: training.get(k) for k in ("train", "val", "test")},
@@ -143,6 +164,30 @@ def write_model_card(
         f"- parameters: `{json.dumps(cfg.get('params'))}`",
         f"- input: {cfg.get('input_size')}² centre crop",
         f"- threshold: {cfg.get('threshold'):.4f}",
+        "",
+        "## Identity and licence",
+        "",
+        f"- licence: {identity['licence']}"
+        + (" — **non-commercial**" if identity["non_commercial"] else ""),
+        f"- source: {identity['source']}",
+        *([f"- paper: {identity['paper']}"] if identity.get("paper") else []),
+        f"- trained on: {identity['training_domain']}",
+        *(
+            f"- made from `{i['file']}` ({i['role']}), sha256 `{i['sha256']}`"
+            for i in identity["inputs"]
+        ),
+        *(
+            [f"- model.safetensors sha256 `{identity['weights_sha256']}` (checked at load)"]
+            if identity.get("weights_sha256")
+            else []
+        ),
+        "- calibration: "
+        + (
+            f"{cal['method']} on {cal['fitted_on'].get('data')}, ECE {cal['ece_before']} → "
+            f"{cal['ece_after']}, threshold {cal['threshold']:.4f} at FPR {cal['target_fpr']:g}"
+            if cal
+            else "none"
+        ),
         "",
     ]
     md += ["## Training data", ""]

@@ -1,21 +1,32 @@
 """From evidence to a verdict: provenance, metadata, watermark and detector scores, ranked.
 
 Evidence is ranked by strength: a trusted C2PA declaration > an untrusted declaration > AI
-metadata > an invisible watermark > a detector score at its calibrated threshold. The
+metadata > an invisible watermark > the detectors' fused score over its band. The
 verdict follows the strongest evidence, and conflicts are reported, not resolved away: a
 camera-capture claim with a detector score over threshold is exactly what an analyst must
 see, so it becomes ``needs-review``.
 
+Detectors are fused, not counted (:class:`Fusion`): each detector's calibrated P(synthetic)
+(``deepaudit detectors calibrate``; a detector without a calibration gives its own score,
+and the reasons say "uncalibrated") is turned into log-odds, and the fused P(synthetic) is
+the sigmoid of their mean (``mean-logit``, the default: detectors that agree reinforce each
+other, one confident detector is tempered by others that are not) or the largest score
+(``max``: any one detector suffices; more false positives). The fused score is read against
+an **uncertain band** (0.2–0.8 by default) instead of a single cut: over the band is
+evidence of synthesis, inside it is ``no-evidence`` with the band stated in the reasons, and
+under it says nothing either (a low score is not proof of authenticity).
+
 Verdicts:
 
 - ``synthetic``: a trusted manifest declares AI generation or AI editing;
-- ``likely-synthetic``: an untrusted declaration, AI metadata, a watermark, or a detector
-  over its threshold — and nothing stronger says otherwise;
+- ``likely-synthetic``: an untrusted declaration, AI metadata, a watermark, or the fused
+  detector score over the uncertain band — and nothing stronger says otherwise;
 - ``needs-review``: evidence disagrees (capture claim vs AI evidence), or a manifest is
   invalid or malformed (tampering or damage) — the file's own or any ingredient's in its
   provenance tree;
-- ``likely-authentic``: a trusted capture claim and no detector over threshold;
-- ``no-evidence``: nothing points either way (detectors under threshold are not proof);
+- ``likely-authentic``: a trusted capture claim and no fused detector score over the band;
+- ``no-evidence``: nothing points either way (detector scores under or inside the band are
+  not proof);
 - ``error``: the file could not be read, and nothing else says anything about it.
 
 All verdict policy lives here: the ranking (:func:`decide`), the record-level rules
@@ -25,17 +36,22 @@ words the reports use for each verdict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
     "ATTENTION",
+    "DEFAULT_BAND",
+    "FUSION_RULES",
     "GLOSSARY",
     "REVIEW_PRIORITY",
     "VERDICTS",
+    "Fusion",
     "Reason",
     "decide",
+    "fuse",
     "verdict_for",
 ]
 
@@ -56,12 +72,13 @@ ATTENTION = frozenset({"synthetic", "likely-synthetic", "needs-review", "error"}
 REVIEW_PRIORITY = {"needs-review": 4, "likely-synthetic": 3, "error": 2, "synthetic": 1}
 GLOSSARY = {
     "synthetic": "a trusted C2PA manifest declares AI generation/editing",
-    "likely-synthetic": "an untrusted declaration, AI metadata, a watermark, or a detector over "
-    "its calibrated threshold",
+    "likely-synthetic": "an untrusted declaration, AI metadata, a watermark, or the detectors' "
+    "fused score over the uncertain band",
     "needs-review": "the evidence disagrees, or a manifest (the file's or an ingredient's) is "
     "invalid",
-    "likely-authentic": "a trusted capture claim and no detector over threshold",
-    "no-evidence": "nothing points either way (a detector under threshold is not proof)",
+    "likely-authentic": "a trusted capture claim and no fused detector score over the band",
+    "no-evidence": "nothing points either way (a detector score under or inside the uncertain "
+    "band is not proof)",
     "error": "the file could not be read",
 }
 
@@ -79,11 +96,80 @@ _STRENGTH = {
 @dataclass(frozen=True)
 class Reason:
     source: str  # c2pa-trusted | c2pa-untrusted | c2pa-invalid | metadata | watermark | detector
-    points_to: Literal["synthetic", "authentic", "tampered"]
+    points_to: Literal["synthetic", "authentic", "tampered", "neither"]
     text: str
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "points_to": self.points_to, "text": self.text}
+
+
+FUSION_RULES = ("mean-logit", "max")
+DEFAULT_BAND = (0.2, 0.8)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How detector scores become one: the rule, the uncertain band, and what the reasons say
+    of each detector (its training domain, whether its score is calibrated)."""
+
+    rule: str = "mean-logit"
+    band: tuple[float, float] = DEFAULT_BAND
+    domains: Mapping[str, str] = field(default_factory=dict)  # detector key -> domain
+    calibrated: Mapping[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rule not in FUSION_RULES:
+            raise ValueError(f"fusion rule must be one of {FUSION_RULES}, got {self.rule!r}")
+        lo, hi = self.band
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"the uncertain band must be 0 <= low <= high <= 1, got {lo}, {hi}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "band": list(self.band)}
+
+
+def fuse(scores: Mapping[str, Mapping[str, Any]], rule: str = "mean-logit") -> float | None:
+    """One P(synthetic) from the detectors' scores (None when no detector scored the file)."""
+    ps = [float(s["score"]) for s in scores.values() if s.get("score") is not None]
+    ps = [p for p in ps if math.isfinite(p)]
+    if not ps:
+        return None
+    if rule == "max":
+        return max(ps)
+    eps = 1e-6
+    logits = [math.log(min(max(p, eps), 1 - eps) / (1 - min(max(p, eps), 1 - eps))) for p in ps]
+    return 1.0 / (1.0 + math.exp(-sum(logits) / len(logits)))
+
+
+def _detector_reasons(
+    scores: Mapping[str, Mapping[str, Any]], fusion: Fusion
+) -> tuple[list[Reason], bool]:
+    """The detectors' reasons and whether their fused score is over the band."""
+    fused = fuse(scores, fusion.rule)
+    if fused is None:
+        return [], False
+    lo, hi = fusion.band
+    n = sum(1 for s in scores.values() if s.get("score") is not None)
+    how = "mean log-odds" if fusion.rule == "mean-logit" else "max"
+    what = f"detectors fused ({how} of {n})" if n > 1 else "detector score"
+
+    def each(name: str, s: Mapping[str, Any]) -> str:
+        cal = "calibrated" if fusion.calibrated.get(name, "raw" in s) else "uncalibrated"
+        domain = fusion.domains.get(name)
+        on = f", trained on {domain}" if domain else ""
+        return f"{name}: {s['score']:.3f} {cal}{on}"
+
+    scored = [(k, s) for k, s in scores.items() if s.get("score") is not None]
+    if fused >= hi:
+        out = [Reason("detector", "synthetic", f"{what} {fused:.3f} ≥ {hi:g}, over the band")]
+        out += [Reason("detector", "synthetic", each(k, s)) for k, s in scored if s["score"] >= 0.5]
+        return out, True
+    detail = "; ".join(each(k, s) for k, s in scored)
+    if fused > lo:
+        text = f"{what} {fused:.3f} inside the uncertain band {lo:g}–{hi:g}: no evidence ({detail})"
+    else:
+        text = f"{what} {fused:.3f} ≤ {lo:g}: nothing seen, which is not proof ({detail})"
+    return [Reason("detector", "neither", text)], False
 
 
 def decide(
@@ -91,8 +177,10 @@ def decide(
     metadata: Mapping[str, Any] | None,
     watermark: Mapping[str, Any] | None,
     scores: Mapping[str, Mapping[str, Any]],
+    fusion: Fusion | None = None,
 ) -> tuple[str, list[Reason]]:
-    """``scores``: detector name → ``{"score": p, "threshold": t}``. Returns verdict, reasons."""
+    """``scores``: detector name → ``{"score": p, "threshold": t}`` (calibrated scores carry
+    ``raw``). Returns the verdict and its reasons, strongest first."""
     reasons: list[Reason] = []
     prov = provenance or {}
     state = prov.get("state")
@@ -138,16 +226,8 @@ def decide(
         p = watermark.get("p_value")
         text = f"{watermark.get('scheme')} invisible watermark (p={p:.1e})"
         reasons.append(Reason("watermark", "synthetic", text))
-    flagged = []
-    for name, s in scores.items():
-        score, thr = s.get("score"), s.get("threshold", 0.5)
-        if score is None:
-            continue
-        if score >= thr:
-            flagged.append(name)
-            reasons.append(
-                Reason("detector", "synthetic", f"{name}: {score:.3f} ≥ threshold {thr:.3f}")
-            )
+    det_reasons, flagged = _detector_reasons(scores, fusion or Fusion())
+    reasons.extend(det_reasons)
     reasons.sort(key=lambda r: -_STRENGTH[r.source])
 
     synth = [r for r in reasons if r.points_to == "synthetic"]
@@ -184,7 +264,9 @@ def _broken_ingredients(
     return out
 
 
-def verdict_for(record: Mapping[str, Any]) -> tuple[str, list[Reason]]:
+def verdict_for(
+    record: Mapping[str, Any], fusion: Fusion | None = None
+) -> tuple[str, list[Reason]]:
     """The verdict of one scan record: its evidence ranked by :func:`decide`, and ``error``
     when the file could not be read and nothing else says anything about it."""
     if "error" in record and not record.get("provenance"):
@@ -194,6 +276,7 @@ def verdict_for(record: Mapping[str, Any]) -> tuple[str, list[Reason]]:
         record.get("metadata"),
         record.get("watermark"),
         record.get("scores") or {},
+        fusion,
     )
     if "error" in record and verdict in ("no-evidence", "likely-authentic"):
         return "error", reasons  # unreadable, and nothing else says anything

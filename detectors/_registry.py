@@ -63,11 +63,14 @@ def load_detector(
     *,
     device: str | None = None,
     precision: str | None = None,
+    calibrated: bool = True,
     **overrides: Any,
 ) -> Any:
     """Load a trained detector folder (``config.json`` + weights); never unpickles.
 
     ``device``/``precision`` apply where the detector takes them (as in create_detector).
+    ``calibrated``: apply the folder's ``calibration.json`` when it has one (False: the
+    detector's own scores, e.g. to fit a new calibration).
     """
     root = Path(path)
     cfg_path = root / CONFIG_NAME
@@ -84,4 +87,9 @@ def load_detector(
         cls = DETECTORS.entry(name).factory
     except ValueError as exc:
         raise DeepauditError(f"{cfg_path}: {exc}") from None
-    return cls.from_pretrained(root, config, **overrides, **runtime_options(cls, device, precision))
+    det = cls.from_pretrained(root, config, **overrides, **runtime_options(cls, device, precision))
+    if calibrated:
+        from deepaudit.detectors.calibration import read_calibration
+
+        det.calibration = read_calibration(root)
+    return det

@@ -47,6 +47,8 @@ class Detector:
         self.seed = int(seed)
         self.training_summary: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
+        # a fitted map from this detector's scores to calibrated ones (calibration.json)
+        self.calibration: Any = None
 
     # -- what subclasses provide ---------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -78,14 +80,28 @@ class Detector:
         return InputSpec(self.input_size)
 
     def reduce(self, per_input: np.ndarray, *, video: bool) -> FileScore:
-        """A file's score from its inputs' scores: an image's one, or a clip's aggregate."""
+        """A file's score from its inputs' scores: an image's one, or a clip's aggregate.
+        With a calibration, the score (and each frame's) is the calibrated one, the
+        threshold the calibrated threshold, and ``raw`` the detector's own score."""
         if not video:
-            return FileScore(float(per_input[0]), self.threshold)
+            raw = FileScore(float(per_input[0]), self.threshold)
+        else:
+            raw = FileScore(
+                aggregate(per_input, self.video_aggregation, self.video_topk),
+                self.threshold,
+                tuple(float(s) for s in per_input),
+                self.video_aggregation,
+            )
+        cal = self.calibration
+        if cal is None:
+            return raw
+        frames = raw.frame_scores
         return FileScore(
-            aggregate(per_input, self.video_aggregation, self.video_topk),
-            self.threshold,
-            tuple(float(s) for s in per_input),
-            self.video_aggregation,
+            float(cal.apply(raw.score)),
+            cal.threshold,
+            tuple(float(v) for v in cal.apply(frames)) if frames is not None else None,
+            raw.aggregation,
+            raw=raw.score,
         )
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -98,6 +114,42 @@ class Detector:
 
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return (self.predict_proba(images) >= self.threshold).astype(np.int64)
+
+    def identity(self) -> dict[str, Any]:
+        """Who made this detector and on what: licence, source, paper, training domain, the
+        hashes of what it was made from, and its calibration — shown by ``detectors info``,
+        ``detectors list``, model cards and the scan report."""
+        train = (self.training_summary or {}).get("train") or {}
+        sources = ", ".join(sorted((train.get("sources") or {}).keys()))
+        out: dict[str, Any] = {
+            "detector": self.name,
+            "kind": self.kind,
+            "licence": "weights trained with deepaudit on your data (code Apache-2.0)",
+            "non_commercial": False,
+            "source": "trained with deepaudit",
+            "paper": None,
+            "training_domain": f"deepaudit manifest: {sources}" if sources else "unknown",
+            "inputs": [],
+            "threshold": self.threshold,
+        }
+        out.update(self._identity_extra())
+        cal = self.calibration
+        out["calibration"] = (
+            {
+                "method": cal.method,
+                "threshold": cal.threshold,
+                "target_fpr": cal.target_fpr,
+                "fitted_on": cal.fitted_on,
+                "ece_before": (cal.report.get("before") or {}).get("ece"),
+                "ece_after": (cal.report.get("after") or {}).get("ece"),
+            }
+            if cal is not None
+            else None
+        )
+        return out
+
+    def _identity_extra(self) -> dict[str, Any]:
+        return {}
 
     def config(self) -> dict[str, Any]:
         return {

@@ -153,9 +153,12 @@ class FileScore:
     threshold: float
     frame_scores: tuple[float, ...] | None = None  # clips only
     aggregation: str | None = None
+    raw: float | None = None  # the detector's own score when ``score`` is calibrated
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"threshold": self.threshold, "score": self.score}
+        if self.raw is not None:
+            out["raw"] = self.raw
         if self.frame_scores is not None:
             out["frame_max"] = max(self.frame_scores) if self.frame_scores else None
             out["frames"] = len(self.frame_scores)

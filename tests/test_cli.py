@@ -31,7 +31,7 @@ GROUPS = {
         "filter",
     },
     "generators": {"list", "train"},
-    "detectors": {"list", "train", "evaluate"},
+    "detectors": {"list", "kinds", "import", "info", "train", "calibrate", "evaluate"},
     "audit": {"fairness", "generator", "model-card", "dataset-card", "explain"},
     "trust-list": {"show", "update"},
 }

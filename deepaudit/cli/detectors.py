@@ -14,11 +14,12 @@ from deepaudit.cli.console import JsonOpt, errors_to_exit, print_json, progress_
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Detectors: list them, train one on a manifest, evaluate it.\n\n"
-    "A detector scores each file with the probability that it is synthetic. Training uses "
-    "the manifest's train split, calibrates the threshold on val and reports test metrics; "
-    "the result is a folder (config.json + weights) that `deepaudit scan -d` and "
-    "`deepaudit audit` take.",
+    help="Detectors: list them, import a published one, train one on a manifest, calibrate "
+    "and evaluate it.\n\n"
+    "A detector scores each file with the probability that it is synthetic. It is a folder "
+    "(config.json + weights) that `deepaudit scan -d` and `deepaudit audit` take: made by "
+    "`import` from the weights a paper's authors released (see docs/zoo.md), or by `train` "
+    "on a manifest. `calibrate` fits its scores and threshold to your own labelled data.",
     no_args_is_help=True,
 )
 
@@ -39,18 +40,230 @@ def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
 
 @app.command("list")
 def detectors_list(as_json: JsonOpt = False) -> None:
-    """Registered detectors and what each one is."""
+    """Registered detectors: what each is, its licence and paper (imported-* are the
+    published detectors `detectors import` makes; non-commercial licences are flagged)."""
     from deepaudit.detectors import detector_entry, list_detectors
 
     rows = []
     for name in list_detectors():
         e = detector_entry(name)
-        rows.append({"name": name, "kind": e.kind, "description": e.description})
+        meta = dict(e.metadata or {})
+        rows.append(
+            {
+                "name": name,
+                "kind": e.kind,
+                "description": e.description,
+                "licence": meta.get("licence", "Apache-2.0 (deepaudit; you train the weights)"),
+                "non_commercial": bool(meta.get("non_commercial", False)),
+                "paper": meta.get("paper"),
+                "source": meta.get("source"),
+            }
+        )
     if as_json:
         print_json(rows)
         return
+    o = stdout()
     for r in rows:
-        stdout().print(f"{r['name']:<15} {r['kind']:<6} {r['description']}", markup=False)
+        nc = "  [NON-COMMERCIAL]" if r["non_commercial"] else ""
+        o.print(f"{r['name']:<22} {r['kind']:<6} {r['description']}", markup=False)
+        o.print(f"{'':<29} licence: {r['licence']}{nc}", markup=False)
+        if r["paper"]:
+            o.print(f"{'':<29} paper: {r['paper']}  ({r['source']})", markup=False)
+
+
+@app.command("import")
+def detectors_import(
+    kind: Annotated[str, typer.Argument(help="Published detector: see `detectors kinds`.")],
+    weights: Annotated[
+        list[Path], typer.Argument(help="The files the authors release (checkpoint(s)).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Detector folder to write.")],
+    name: Annotated[str | None, typer.Option(help="Name recorded in the folder.")] = None,
+    backbone: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--backbone",
+            help="A local backbone file the kind needs (e.g. CLIP, VGG-16, LPIPS); repeatable.",
+        ),
+    ] = None,
+    sha256: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sha256", help="Expected sha256 of the inputs (e.g. the authors'); repeatable."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder at --out.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a paper's released checkpoint into a detector folder: its exact architecture and
+    preprocessing, its licence, and the sha256 of every input. Checkpoints are read with
+    torch.load(weights_only=True) only; nothing is downloaded; nothing is written on error."""
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.zoo import import_detector
+
+    with errors_to_exit():
+        dest = import_detector(
+            kind,
+            weights,
+            out,
+            name=name,
+            backbones=backbone or (),
+            expect_sha256=sha256 or (),
+            force=force,
+        )
+        ident = load_detector(dest, device="cpu").identity()
+    if as_json:
+        print_json({"detector": str(dest), **ident})
+        return
+    _print_identity(str(dest), ident)
+
+
+@app.command("kinds")
+def detectors_kinds(as_json: JsonOpt = False) -> None:
+    """The published detectors `detectors import` knows: paper, licence, what to pass."""
+    from deepaudit.detectors.zoo import KINDS
+
+    rows = [k.describe() for k in KINDS.values()]
+    if as_json:
+        print_json(rows)
+        return
+    o = stdout()
+    for r in rows:
+        nc = "  [NON-COMMERCIAL]" if r["non_commercial"] else ""
+        o.print(f"{r['kind']}: {r['paper']}", markup=False)
+        o.print(f"  licence: {r['licence']}{nc}", markup=False)
+        o.print(f"  files: {r['files']}  (published at {r['weights_at']})", markup=False)
+        o.print(f"  trained on: {r['training_domain']}", markup=False)
+
+
+@app.command("info")
+def detectors_info(
+    detector: Annotated[Path, typer.Argument(help="Detector folder.", exists=True)],
+    as_json: JsonOpt = False,
+) -> None:
+    """A detector folder's identity: licence, source, paper, training domain, the sha256 of
+    the files it was made from, threshold and calibration. Loading checks the weights' hash."""
+    from deepaudit.detectors import load_detector
+
+    with errors_to_exit():
+        ident = load_detector(detector, device="cpu").identity()
+    if as_json:
+        print_json({"detector": str(detector), **ident})
+        return
+    _print_identity(str(detector), ident)
+
+
+def _print_identity(path: str, ident: dict[str, Any]) -> None:
+    o = stdout()
+    nc = (
+        "  [NON-COMMERCIAL: weights may not be used commercially]"
+        if ident["non_commercial"]
+        else ""
+    )
+    o.print(f"{path}: {ident['detector']} ({ident['kind']})", markup=False)
+    o.print(f"  licence: {ident['licence']}{nc}", markup=False)
+    o.print(f"  source: {ident['source']}", markup=False)
+    if ident.get("paper"):
+        o.print(f"  paper: {ident['paper']}", markup=False)
+    o.print(f"  trained on: {ident['training_domain']}", markup=False)
+    for i in ident.get("inputs") or []:
+        o.print(f"  made from: {i['file']} ({i['role']}) sha256 {i['sha256']}", markup=False)
+    if ident.get("weights_sha256"):
+        o.print(f"  model.safetensors sha256 {ident['weights_sha256']} (verified)", markup=False)
+    cal = ident.get("calibration")
+    if cal:
+        o.print(
+            f"  calibrated ({cal['method']}) on {cal['fitted_on'].get('data', '?')}: "
+            f"threshold {cal['threshold']:.4f} for FPR {cal['target_fpr']:g}; "
+            f"ECE {cal['ece_before']} -> {cal['ece_after']}",
+            markup=False,
+        )
+    else:
+        o.print(f"  threshold {ident['threshold']:.4f} (not calibrated on your data)", markup=False)
+
+
+@app.command("calibrate")
+def detectors_calibrate(
+    detector: Annotated[Path, typer.Argument(help="Detector folder.", exists=True)],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Manifest folder of labelled media from your domain.", exists=True
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="platt (logistic on the score's logit) or isotonic.")
+    ] = "platt",
+    target_fpr: Annotated[
+        float, typer.Option(help="The threshold keeps this false-positive rate.")
+    ] = 0.01,
+    split: Annotated[
+        str, typer.Option(help="Manifest split to fit on: all, train, val or test.")
+    ] = "all",
+    reset: Annotated[
+        bool, typer.Option(help="Remove the calibration: back to the original scores.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit a calibration map and a threshold on your labelled data and store them in the
+    folder (calibration.json; config.json and the weights are untouched, so --reset restores
+    the original). Reports ECE and the threshold's FPR/TPR before and after, with 95% CIs
+    (after: cross-fitted over 5 folds)."""
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.calibration import (
+        fit_calibration,
+        remove_calibration,
+        write_calibration,
+    )
+    from deepaudit.detectors.data import load_items
+    from deepaudit.detectors.inference import score_items
+
+    if reset:
+        removed = remove_calibration(detector)
+        if as_json:
+            print_json({"detector": str(detector), "removed": removed})
+        else:
+            stdout().print(
+                f"{detector}: " + ("calibration removed" if removed else "had no calibration"),
+                markup=False,
+            )
+        return
+    if data is None:
+        raise typer.BadParameter("--data is required (or --reset)")
+    with errors_to_exit():
+        det = load_detector(detector, device=device, calibrated=False)
+        items = load_items(data, kinds=det.media_kinds)
+        chosen = items if split == "all" else items.split(split)
+        chosen.require_both_classes("calibration")
+        with progress_bar(f"scoring {len(chosen)} items") as update:
+            scores = score_items(det, chosen, progress=update)
+        cal = fit_calibration(
+            scores,
+            chosen.labels,
+            method=method,  # type: ignore[arg-type]
+            target_fpr=target_fpr,
+            threshold_before=det.threshold,
+            fitted_on={"data": str(data), "split": split, "items": len(chosen)},
+        )
+        path = write_calibration(detector, cal)
+    if as_json:
+        print_json({"detector": str(detector), "calibration": str(path), **cal.to_json()})
+        return
+    b, a = cal.report["before"], cal.report["after"]
+    o = stdout()
+    o.print(f"calibration written to {path} ({method}, {len(chosen)} items)", markup=False)
+    o.print(
+        f"  before: ECE {b['ece']:.4f} {b['ece_ci95']}  threshold {b['threshold']:.4f}: "
+        f"FPR {b['fpr']:.4f} {b['fpr_ci95']}  TPR {b['tpr']:.4f} {b['tpr_ci95']}",
+        markup=False,
+    )
+    o.print(
+        f"  after:  ECE {a['ece']:.4f} {a['ece_ci95']}  threshold {a['threshold']:.4f} "
+        f"{a['threshold_ci95']} for FPR {target_fpr:g}: FPR {a['fpr']:.4f}  "
+        f"TPR {a['tpr']:.4f} {a['tpr_ci95']}  (cross-fitted)",
+        markup=False,
+    )
 
 
 @app.command("train")

@@ -51,6 +51,20 @@ def scan(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget earlier results in --out and scan everything.")
     ] = False,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            help="How several detectors' calibrated scores become one: mean-logit (the mean "
+            "of their log-odds) or max."
+        ),
+    ] = "mean-logit",
+    band: Annotated[
+        str,
+        typer.Option(
+            help="Uncertain band LOW,HIGH of the fused score: over HIGH is evidence of "
+            "synthesis, inside is reported as no-evidence."
+        ),
+    ] = "0.2,0.8",
     as_json: JsonOpt = False,
     strict: Annotated[
         bool,
@@ -66,6 +80,10 @@ def scan(
     same command to resume: unchanged files are skipped."""
     from deepaudit.audit.scan import run_scan
 
+    try:
+        lo, hi = (float(v) for v in band.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--band takes LOW,HIGH, e.g. 0.2,0.8 (got {band!r})") from None
     with errors_to_exit(), progress_bar("scanning") as update:
         summary = run_scan(
             paths,
@@ -80,6 +98,8 @@ def scan(
             batch_size=batch_size,
             restart=restart,
             precision=precision,
+            fusion=fusion,
+            band=(lo, hi),
             progress=lambda n, total: update(n, total or 0),
         )
     data = summary.to_json()

@@ -159,7 +159,7 @@ def register_kind(cls: type[ZooKind]) -> type[ZooKind]:
         raise ValueError(f"kind name {kind.name!r} is empty or taken")
     KINDS[kind.name] = kind
     det_cls = type(f"Imported_{kind.name}", (ImportedDetector,), {"zoo_kind": kind})
-    det_cls.__doc__ = f"{kind.title}: {kind.paper} (imported weights; licence {kind.licence})."
+    det_cls.__doc__ = f"{kind.title}, the authors' weights (`detectors import {kind.name}`)."
     register_detector(
         f"imported-{kind.name}",
         paper=kind.paper,
@@ -209,8 +209,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
             return load_file(p)
         except Exception as exc:
             raise DeepauditError(f"{p}: not a readable safetensors file ({_first(exc)})") from None
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":
+        raise DeepauditError(
+            f"{p}: not a torch checkpoint (neither torch's zip format nor a pickle; "
+            f"starts with {magic!r})"
+        )
+    import warnings
+
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = _first(exc)
         if "weights only load failed" in text.lower() or "unsupported global" in str(exc).lower():
@@ -226,7 +237,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
 
 
 def _first(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+    """The first sentence of an exception's message, for a one-line error."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line.split(". ")[0].rstrip(".")[:200]
 
 
 def _unsupported_global(text: str) -> str | None:
@@ -413,6 +426,25 @@ class ImportedDetector(Detector):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "imported": self.imported}
+
+    def _identity_extra(self) -> dict[str, Any]:
+        imp = self.imported
+        return {
+            "zoo_kind": self.zoo_kind.name,
+            "title": self.zoo_kind.title,
+            "name": imp.get("name"),
+            "licence": imp.get("licence", self.zoo_kind.licence),
+            "non_commercial": bool(imp.get("non_commercial", self.zoo_kind.non_commercial)),
+            "source": imp.get("source", self.zoo_kind.source),
+            "paper": imp.get("paper", self.zoo_kind.paper),
+            "training_domain": imp.get("training_domain", self.zoo_kind.training_domain),
+            "inputs": [
+                {k: i.get(k) for k in ("file", "sha256", "role")} for i in imp.get("inputs", [])
+            ],
+            "weights_sha256": imp.get("weights_sha256"),
+            "preprocessing": imp.get("preprocessing"),
+            "published_threshold": imp.get("published_threshold"),
+        }
 
     def fit(self, train: Any, val: Any = None, **kwargs: Any) -> Detector:
         raise DeepauditError(
