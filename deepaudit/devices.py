@@ -16,6 +16,7 @@ from typing import Any, Literal
 __all__ = [
     "DevicePolicy",
     "Precision",
+    "cpu_flags",
     "describe_environment",
     "device_policy",
     "seed_everything",
@@ -136,6 +137,23 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide inference speed here (bf16 units, AVX-512, AVX2), from
+    /proc/cpuinfo (empty elsewhere): every speed figure should name them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [x for x in _SPEED_FLAGS if x in have]
+    except OSError:
+        pass
+    return []
+
+
 def describe_environment() -> dict[str, Any]:
     """Versions and hardware, for bug reports and run records."""
     import platform
@@ -174,6 +192,7 @@ def describe_environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
