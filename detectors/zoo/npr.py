@@ -10,9 +10,8 @@ bottlenecks) with a 3×3 stride-2 stem and ``fc1`` of 512 → 1.
 
 The authors' network cannot subtract the residual of an odd-sized image (the down/up copy
 is one row or column short); their README fixes that by dropping the last row and column
-of odd-sized inputs, and so does :class:`NPRNet`. Images are scored whole (their README's
-AIGCDetectBenchmark setting and their demo): no resize, no crop, ToTensor + ImageNet
-Normalize.
+of odd-sized inputs, and so does the network here. Images are scored whole (their README's
+AIGCDetectBenchmark setting, no_resize and no_crop): ToTensor + ImageNet Normalize.
 """
 
 from __future__ import annotations

@@ -151,10 +151,19 @@ def test_imported_npr_matches_the_papers_network(released, images, tmp_path):
 
 
 def test_training_checkpoint_layout_imports_to_the_same_weights(released, tmp_path):
-    a = import_detector("npr", [released["bare"]], tmp_path / "a")
-    b = import_detector("npr", [released["nested"]], tmp_path / "b")
-    cfg = [json.loads((d / "config.json").read_text())["imported"] for d in (a, b)]
-    assert cfg[0]["weights_sha256"] == cfg[1]["weights_sha256"]
+    # a checkpoint saved from a DataParallel model has 'module.' before every name
+    parallel = {"model": {f"module.{k}": v for k, v in released["state"].items()}}
+    torch.save(parallel, tmp_path / "parallel.pth")
+    folders = [
+        import_detector("npr", [path], tmp_path / name)
+        for name, path in (
+            ("a", released["bare"]),
+            ("b", released["nested"]),
+            ("c", tmp_path / "parallel.pth"),
+        )
+    ]
+    cfg = [json.loads((d / "config.json").read_text())["imported"] for d in folders]
+    assert len({c["weights_sha256"] for c in cfg}) == 1
 
 
 def test_odd_sides_lose_their_last_row_and_column(released, images, tmp_path):
