@@ -2,8 +2,10 @@
 
 The authors release ``blur_jpg_prob0.5.pth`` and ``blur_jpg_prob0.1.pth`` (trained with
 blur + JPEG augmentation at probability 0.5 / 0.1), each ``{'model': state_dict}`` of
-torchvision's ResNet-50 layout with ``fc`` of 2048 → 1. At test time the image is not
-resized or cropped (``eval_config.py``: no_resize, no_crop); ToTensor + ImageNet Normalize.
+torchvision's ResNet-50 layout with ``fc`` of 2048 → 1. At test time the image is never
+resized (``eval.py`` sets ``no_resize``) and, as in ``demo.py``'s default and the README's
+recommended "no crop" evaluation (``eval.py --no_crop``), not cropped either; then ToTensor
++ ImageNet Normalize. (The paper's own table used a 224 centre crop; docs/zoo.md gives both.)
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ class CNNDetection(ZooKind):
     )
     source = "https://github.com/PeterWang512/CNNDetection"
     weights_at = (
-        "the repository's weights/download_weights.sh (blur_jpg_prob0.5.pth, blur_jpg_prob0.1.pth)"
+        "Dropbox links in the repository's weights/download_weights.sh "
+        "(blur_jpg_prob0.5.pth, blur_jpg_prob0.1.pth)"
     )
     licence = "CC BY-NC-SA 4.0 (code and weights; non-commercial)"
     non_commercial = True
-    training_domain = "ProGAN images of 20 LSUN categories vs. LSUN real (2019); GAN era"
+    training_domain = (
+        "ProGAN images of 20 LSUN categories vs. LSUN real (2019; GAN era), 224² random "
+        "crops with blur + JPEG augmentation"
+    )
     files = "the released checkpoint, e.g. blur_jpg_prob0.5.pth"
     published_threshold = 0.5
     preprocessing = Preprocessing(resize=None, crop=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
