@@ -148,3 +148,16 @@ def test_whole_model_pickle_and_wrong_inputs_are_refused(released, tmp_path):
             "cnndetection", [released["path"]], tmp_path / "out", backbones=[released["path"]]
         )
     assert not (tmp_path / "out").exists()
+
+
+# -- used by benchmarks/zoo.py: the authors' file and the reference, for any images ---------
+def authors_files(root, small: bool = False):
+    """``blur_jpg_prob0.5.pth`` with random weights (ResNet-50: the size is fixed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": authors_state()}, root / "blur_jpg_prob0.5.pth")
+    return [root / "blur_jpg_prob0.5.pth"], []
+
+
+def reference_decisions(weights, backbones, images) -> np.ndarray:
+    sd = torch.load(weights[0], weights_only=True)["model"]
+    return np.array([float(reference_logit(sd, demo_input(im))) for im in images])

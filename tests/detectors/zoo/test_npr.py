@@ -208,3 +208,20 @@ def test_foreign_pickle_and_wrong_inputs_are_refused(released, tmp_path):
     with pytest.raises(DeepauditError, match=r"NPR\.pth: no such file"):
         import_detector("npr", [tmp_path / "NPR.pth"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- used by benchmarks/zoo.py: the authors' file and the reference, for any images ---------
+def authors_files(root, small: bool = False):
+    """``model_epoch_last_3090.pth`` with random weights (NPR's size is fixed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(authors_state(), root / "model_epoch_last_3090.pth")
+    return [root / "model_epoch_last_3090.pth"], []
+
+
+def reference_decisions(weights, backbones, images) -> np.ndarray:
+    sd = torch.load(weights[0], weights_only=True)
+    out = []
+    for im in images:
+        h, w = im.shape[:2]
+        out.append(float(reference_logit(sd, authors_input(im[: h - h % 2, : w - w % 2]))))
+    return np.array(out)
