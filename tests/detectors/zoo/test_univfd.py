@@ -430,3 +430,27 @@ def test_a_non_clip_backbone_is_refused(tmp_path):
     save_head(tmp_path / "fc_weights.pth")
     msg = _refused(tmp_path, tmp_path / "fc_weights.pth", [tmp_path / "resnet.pth"])
     assert msg.startswith(f"{tmp_path / 'resnet.pth'}: not a CLIP checkpoint")
+
+
+# -- used by benchmarks/zoo.py: the authors' files and the reference, for any images ---------
+def _set_size(small: bool) -> None:
+    """The tiny test CLIP, or ViT-L/14 itself (1024 wide, 24 blocks, 14 px patches, 768-d)."""
+    global WIDTH, LAYERS, PATCH, EMBED
+    WIDTH, LAYERS, PATCH, EMBED = (128, 2, 32, 64) if small else (1024, 24, 14, 768)
+
+
+def authors_files(root: Path, small: bool = False):
+    _set_size(small)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(openai_clip_state(), root / "ViT-L-14.pt")
+    save_head(root / "fc_weights.pth", in_features=EMBED)
+    return [root / "fc_weights.pth"], [root / "ViT-L-14.pt"]
+
+
+def reference_decisions(weights, backbones, images) -> np.ndarray:
+    state = visual_of(torch.load(backbones[0], weights_only=True))
+    _set_size(state["conv1.weight"].shape[-1] == 32)
+    head = torch.load(weights[0], weights_only=True)
+    with torch.no_grad():
+        feats = encode_image(centre_crop_inputs(images), state, heads=WIDTH // 64)
+    return (feats @ head["weight"].T + head["bias"]).reshape(-1).double().numpy()
