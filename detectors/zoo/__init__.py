@@ -16,7 +16,7 @@ from deepaudit.detectors.zoo.base import (
 )
 
 # Kind modules register themselves on import.
-from deepaudit.detectors.zoo import cnndetection  # noqa: F401  isort: skip
+from deepaudit.detectors.zoo import aide, cnndetection  # noqa: F401  isort: skip
 
 __all__ = [
     "KINDS",

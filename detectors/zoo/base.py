@@ -191,9 +191,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+def read_checkpoint(path: str | os.PathLike[str], *, allow: Sequence[type] = ()) -> Any:
     """A checkpoint's contents via ``torch.load(weights_only=True)`` (or safetensors): tensors
-    in plain containers only. Anything else is a :class:`DeepauditError` naming the file."""
+    in plain containers only. Anything else is a :class:`DeepauditError` naming the file.
+
+    ``allow``: inert classes a kind's authors pickle next to the weights (e.g. the training
+    script's ``argparse.Namespace``), added to weights_only's allowlist for this read only;
+    their instances are only rebuilt from plain values, never called.
+    """
+    import contextlib
     import pickle
     import zipfile
 
@@ -209,8 +215,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
             return load_file(p)
         except Exception as exc:
             raise DeepauditError(f"{p}: not a readable safetensors file ({_first(exc)})") from None
+    extra = torch.serialization.safe_globals(list(allow)) if allow else contextlib.nullcontext()
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with extra:
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = _first(exc)
         if "weights only load failed" in text.lower() or "unsupported global" in str(exc).lower():
