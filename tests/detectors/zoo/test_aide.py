@@ -270,3 +270,30 @@ def test_a_pickled_object_other_than_the_training_args_is_refused(tmp_path):
         import_detector("aide", [path], tmp_path / "out")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_convnext_trunk_can_come_from_the_open_clip_file_it_was_trained_from(tmp_path):
+    from timm.models.convnext import ConvNeXt
+
+    from deepaudit.detectors.zoo import zoo_kind
+    from deepaudit.errors import DeepauditError
+
+    trunk = ConvNeXt(depths=DEPTHS, dims=DIMS, num_classes=0).state_dict()
+    clip_file = tmp_path / "open_clip_pytorch_model.bin"
+    open_clip = {"visual.trunk." + k: v for k, v in trunk.items()}
+    open_clip |= {"visual.head.proj.weight": torch.zeros(16, 32), "logit_scale": torch.ones(())}
+    torch.save(open_clip, clip_file)
+    heads = tmp_path / "heads.pth"
+    torch.save({"model": {"fc.fc2.weight": torch.zeros(2, 1024)}}, heads)
+
+    conv = zoo_kind("aide").convert([heads], [clip_file])
+    assert set(conv.state) == {"fc.fc2.weight"} | {TRUNK + k for k in trunk}
+    assert all(torch.equal(conv.state[TRUNK + k], v) for k, v in trunk.items())
+    assert conv.arch["convnext_depths"] == list(DEPTHS)
+    assert conv.arch["convnext_dims"] == list(DIMS)
+    assert conv.roles[clip_file].startswith("backbone")
+
+    full = tmp_path / "full.pth"
+    torch.save({"model": {TRUNK + k: v for k, v in trunk.items()}}, full)
+    with pytest.raises(DeepauditError, match="already holds the ConvNeXt trunk"):
+        zoo_kind("aide").convert([full], [clip_file])
