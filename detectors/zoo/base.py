@@ -191,9 +191,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+def read_checkpoint(path: str | os.PathLike[str], *, allow: Sequence[type] = ()) -> Any:
     """A checkpoint's contents via ``torch.load(weights_only=True)`` (or safetensors): tensors
-    in plain containers only. Anything else is a :class:`DeepauditError` naming the file."""
+    in plain containers only. Anything else is a :class:`DeepauditError` naming the file.
+
+    ``allow``: inert classes a kind's authors pickle next to the weights (e.g. the training
+    script's ``argparse.Namespace``), added to weights_only's allowlist for this read only;
+    their instances are only rebuilt from plain values, never called.
+    """
+    import contextlib
     import pickle
     import zipfile
 
@@ -218,8 +224,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
         )
     import warnings
 
+    extra = torch.serialization.safe_globals(list(allow)) if allow else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error below says it all
+        with warnings.catch_warnings(), extra:  # e.g. "pickle protocol 4": the error says it
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
