@@ -297,3 +297,18 @@ def test_the_convnext_trunk_can_come_from_the_open_clip_file_it_was_trained_from
     torch.save({"model": {TRUNK + k: v for k, v in trunk.items()}}, full)
     with pytest.raises(DeepauditError, match="already holds the ConvNeXt trunk"):
         zoo_kind("aide").convert([full], [clip_file])
+
+
+# -- used by benchmarks/zoo.py: the authors' file and the reference, for any images ---------
+def authors_files(root: Path, small: bool = False):
+    """The training checkpoint with a tiny ConvNeXt trunk (the ResNet-50 pair is full size;
+    the real ConvNeXt-XXLarge has ~850M parameters and needs ~3.6 GB: not benchmarked here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    state = _authors_state(torch.Generator().manual_seed(12))
+    return [_save_like_main_finetune(state, root / "progan_train.pth")], []
+
+
+def reference_decisions(weights, backbones, images) -> np.ndarray:
+    sd = torch.load(weights[0], weights_only=False)["model"]  # our own test file
+    with torch.no_grad():
+        return np.array([_reference(sd, im) for im in images])
