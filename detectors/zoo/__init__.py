@@ -17,6 +17,7 @@ from deepaudit.detectors.zoo.base import (
 
 # Kind modules register themselves on import.
 from deepaudit.detectors.zoo import cnndetection  # noqa: F401  isort: skip
+from deepaudit.detectors.zoo import aeroblade  # noqa: F401  isort: skip
 
 __all__ = [
     "KINDS",
