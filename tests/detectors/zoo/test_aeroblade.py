@@ -341,10 +341,18 @@ def test_files_of_another_architecture_are_refused(files, tmp_path):
 
 
 def test_autoencoder_folders_are_checked(files, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     bin_only = tmp_path / "bin"
     bin_only.mkdir()
     shutil.copy(files["kl"] / "config.json", bin_only / "config.json")
     (bin_only / "diffusion_pytorch_model.bin").write_bytes(b"not read")
+    holed = tmp_path / "holed"  # a checkpoint short of one tensor
+    holed.mkdir()
+    shutil.copy(files["kl"] / "config.json", holed / "config.json")
+    state = load_file(files["kl"] / "diffusion_pytorch_model.safetensors")
+    del state["encoder.conv_in.weight"]
+    save_file(state, holed / "diffusion_pytorch_model.safetensors")
     unet = tmp_path / "unet"
     unet.mkdir()
     (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
@@ -352,6 +360,7 @@ def test_autoencoder_folders_are_checked(files, tmp_path):
         (files["kl"].parent, "no config.json.*pass its vae/ subfolder"),
         (files["lpips"], "not a folder"),
         (bin_only, "no diffusion_pytorch_model.safetensors"),
+        (holed, "do not fit its config.json: missing key 'encoder.conv_in.weight'"),
         (unet, "a UNet2DConditionModel model"),
     ):
         with pytest.raises(DeepauditError, match=message):
