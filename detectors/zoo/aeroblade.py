@@ -220,10 +220,10 @@ class Aeroblade(ZooKind):
         "from torchvision (vgg16-397923af.pth)"
     )
     licence = (
-        "code: no licence file in the authors' repository (re-implemented here); weights: the "
-        "autoencoders keep their models' licences (SD 1.x CreativeML OpenRAIL-M, SD 2.x "
-        "CreativeML Open RAIL++-M, Kandinsky 2.1 Apache-2.0; use-based restrictions, not "
-        "non-commercial), LPIPS BSD-2-Clause, VGG-16 torchvision BSD-3-Clause"
+        "code: no licence file upstream (re-implemented here); weights: none of its own, each "
+        "autoencoder keeps its model's licence (SD 1.x CreativeML OpenRAIL-M, SD 2.x CreativeML "
+        "Open RAIL++-M, Kandinsky 2.1 Apache-2.0; check any other, e.g. FLUX.1 [dev] is "
+        "non-commercial); LPIPS BSD-2-Clause; VGG-16 torchvision BSD-3-Clause"
     )
     non_commercial = False
     training_domain = (
