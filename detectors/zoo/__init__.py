@@ -20,6 +20,7 @@ from deepaudit.detectors.zoo import cnndetection  # noqa: F401  isort: skip
 from deepaudit.detectors.zoo import npr  # noqa: F401  isort: skip
 from deepaudit.detectors.zoo import univfd  # noqa: F401  isort: skip
 from deepaudit.detectors.zoo import aide  # noqa: F401  isort: skip
+from deepaudit.detectors.zoo import aeroblade  # noqa: F401  isort: skip
 
 __all__ = [
     "KINDS",
