@@ -221,7 +221,7 @@ def _reference(files, image: np.ndarray) -> tuple[float, list[float], float]:
     lins = torch.load(files["lpips"], weights_only=True)
     feats = torch.load(files["vgg"], weights_only=True)
     dists, gap = [], 0.0
-    for folder in (files["kl"], files["vq"]):
+    for folder in files.get("autoencoders") or (files["kl"], files["vq"]):
         cfg = json.loads((folder / "config.json").read_text())
         noise = None
         if cfg["_class_name"] == "AutoencoderKL":
@@ -368,3 +368,34 @@ def test_autoencoder_folders_are_checked(files, tmp_path):
                 "aeroblade", [given], tmp_path / "out", backbones=[files["lpips"], files["vgg"]]
             )
         assert not (tmp_path / "out").exists()
+
+
+# -- used by benchmarks/zoo.py: the authors' files and the reference, for any images ---------
+def authors_files(root: Path, small: bool = False):
+    """One SD-layout AutoencoderKL (tiny, or SD 1.x's real size) and the two backbone files."""
+    import torchvision
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    kw = dict(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+    )
+    if small:
+        kw |= dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
+    else:  # stabilityai/sd-vae / SD 1.x vae/config.json
+        kw |= dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2)
+    AutoencoderKL(**kw).save_pretrained(root / "sd" / "vae")
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) * 0.1 for i, c in enumerate(LPIPS_CH)}
+    torch.save(lins, root / "vgg.pth", _use_new_zipfile_serialization=False)
+    vgg = torchvision.models.vgg
+    feats = vgg.make_layers(vgg.cfgs["D"]).state_dict()
+    torch.save({f"features.{k}": v for k, v in feats.items()}, root / "vgg16_features.pth")
+    return [root / "sd" / "vae"], [root / "vgg.pth", root / "vgg16_features.pth"]
+
+
+def reference_decisions(weights, backbones, images) -> np.ndarray:
+    files = {"autoencoders": weights, "lpips": backbones[0], "vgg": backbones[1]}
+    with torch.no_grad():
+        return np.array([_reference(files, im)[0] for im in images])
