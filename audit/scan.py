@@ -232,6 +232,11 @@ def run_scan(
         band=(float(band[0]), float(band[1])),
         domains={k: str(i.get("training_domain") or "") for k, i in identities.items()},
         calibrated={k: i.get("calibration") is not None for k, i in identities.items()},
+        excluded=frozenset(
+            k
+            for k, i in identities.items()
+            if not i.get("probabilistic", True) and i.get("calibration") is None
+        ),
     )
     opts = ScanOptions(
         trust_anchors=str(trust_anchors) if trust_anchors else None,
@@ -308,7 +313,7 @@ def run_scan(
             _score(pending, loaded)
             for rec in pending:
                 rec.pop("_inputs", None)
-                fused = fuse(rec.get("scores") or {}, policy.rule)
+                fused = fuse(rec.get("scores") or {}, policy.rule, policy.excluded)
                 if fused is not None:
                     rec["fused"] = {"score": fused, **policy.to_json()}
                 verdict, reasons = verdict_for(rec, policy)

@@ -116,6 +116,9 @@ class Fusion:
     band: tuple[float, float] = DEFAULT_BAND
     domains: Mapping[str, str] = field(default_factory=dict)  # detector key -> domain
     calibrated: Mapping[str, bool] = field(default_factory=dict)
+    # detectors whose uncalibrated scores are no probabilities (e.g. AEROBLADE's distance):
+    # reported, but left out of the fused score until they are calibrated
+    excluded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.rule not in FUSION_RULES:
@@ -125,12 +128,21 @@ class Fusion:
             raise ValueError(f"the uncertain band must be 0 <= low <= high <= 1, got {lo}, {hi}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "band": list(self.band)}
+        return {"rule": self.rule, "band": list(self.band), "not_fused": sorted(self.excluded)}
 
 
-def fuse(scores: Mapping[str, Mapping[str, Any]], rule: str = "mean-logit") -> float | None:
-    """One P(synthetic) from the detectors' scores (None when no detector scored the file)."""
-    ps = [float(s["score"]) for s in scores.values() if s.get("score") is not None]
+def fuse(
+    scores: Mapping[str, Mapping[str, Any]],
+    rule: str = "mean-logit",
+    excluded: frozenset[str] | set[str] = frozenset(),
+) -> float | None:
+    """One P(synthetic) from the detectors' scores (None when no detector scored the file);
+    ``excluded`` detectors are left out."""
+    ps = [
+        float(s["score"])
+        for k, s in scores.items()
+        if s.get("score") is not None and k not in excluded
+    ]
     ps = [p for p in ps if math.isfinite(p)]
     if not ps:
         return None
@@ -145,11 +157,21 @@ def _detector_reasons(
     scores: Mapping[str, Mapping[str, Any]], fusion: Fusion
 ) -> tuple[list[Reason], bool]:
     """The detectors' reasons and whether their fused score is over the band."""
-    fused = fuse(scores, fusion.rule)
+    fused = fuse(scores, fusion.rule, fusion.excluded)
+    left_out = [
+        Reason(
+            "detector",
+            "neither",
+            f"{k}: {s['score']:.3f} not fused: its score is no probability until calibrated "
+            "(deepaudit detectors calibrate)",
+        )
+        for k, s in scores.items()
+        if k in fusion.excluded and s.get("score") is not None
+    ]
     if fused is None:
-        return [], False
+        return left_out, False
     lo, hi = fusion.band
-    n = sum(1 for s in scores.values() if s.get("score") is not None)
+    n = sum(1 for k, s in scores.items() if s.get("score") is not None and k not in fusion.excluded)
     how = "mean log-odds" if fusion.rule == "mean-logit" else "max"
     what = f"detectors fused ({how} of {n})" if n > 1 else "detector score"
 
@@ -159,17 +181,19 @@ def _detector_reasons(
         on = f", trained on {domain}" if domain else ""
         return f"{name}: {s['score']:.3f} {cal}{on}"
 
-    scored = [(k, s) for k, s in scores.items() if s.get("score") is not None]
+    scored = [
+        (k, s) for k, s in scores.items() if s.get("score") is not None and k not in fusion.excluded
+    ]
     if fused >= hi:
         out = [Reason("detector", "synthetic", f"{what} {fused:.3f} ≥ {hi:g}, over the band")]
         out += [Reason("detector", "synthetic", each(k, s)) for k, s in scored if s["score"] >= 0.5]
-        return out, True
+        return out + left_out, True
     detail = "; ".join(each(k, s) for k, s in scored)
     if fused > lo:
         text = f"{what} {fused:.3f} inside the uncertain band {lo:g}–{hi:g}: no evidence ({detail})"
     else:
         text = f"{what} {fused:.3f} ≤ {lo:g}: nothing seen, which is not proof ({detail})"
-    return [Reason("detector", "neither", text)], False
+    return [Reason("detector", "neither", text), *left_out], False
 
 
 def decide(

@@ -131,6 +131,7 @@ class Detector:
             "training_domain": f"deepaudit manifest: {sources}" if sources else "unknown",
             "inputs": [],
             "threshold": self.threshold,
+            "probabilistic": True,  # its score is a probability (a sigmoid of a trained logit)
         }
         out.update(self._identity_extra())
         cal = self.calibration

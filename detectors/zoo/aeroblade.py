@@ -235,6 +235,7 @@ class Aeroblade(ZooKind):
         "with --backbone the LPIPS vgg.pth and torchvision's vgg16-397923af.pth"
     )
     published_threshold = 0.5  # none published (the paper reports AP); see score_meaning
+    probabilistic = False  # sigmoid(-distance) ranks, but is no probability until calibrated
     preprocessing = Preprocessing(
         resize=None,
         crop=None,

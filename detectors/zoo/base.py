@@ -117,6 +117,9 @@ class ZooKind:
     published_threshold: ClassVar[float] = 0.5  # on P(synthetic)
     preprocessing: ClassVar[Preprocessing] = Preprocessing()
     score_meaning: ClassVar[str] = "sigmoid of the network's logit"
+    # False when ``probability`` is only a monotone map of a distance, not a probability:
+    # such a detector's scores are left out of the scan's fusion until it is calibrated
+    probabilistic: ClassVar[bool] = True
 
     def convert(self, weights: Sequence[Path], backbones: Sequence[Path]) -> Converted:
         raise NotImplementedError
@@ -146,6 +149,7 @@ class ZooKind:
             "files": self.files,
             "published_threshold": self.published_threshold,
             "score": self.score_meaning,
+            "probabilistic": self.probabilistic,
         }
 
 
@@ -451,6 +455,7 @@ class ImportedDetector(Detector):
             "weights_sha256": imp.get("weights_sha256"),
             "preprocessing": imp.get("preprocessing"),
             "published_threshold": imp.get("published_threshold"),
+            "probabilistic": self.zoo_kind.probabilistic,
         }
 
     def fit(self, train: Any, val: Any = None, **kwargs: Any) -> Detector:

@@ -53,3 +53,16 @@ def test_bad_fusion_settings_are_refused():
         Fusion(rule="vote")
     with pytest.raises(ValueError, match="band"):
         Fusion(band=(0.8, 0.2))
+
+
+def test_a_detector_whose_score_is_no_probability_is_not_fused_until_calibrated():
+    scores = _s(0.95, 0.49)  # d1: e.g. AEROBLADE's sigmoid(-distance), uncalibrated
+    f = Fusion(excluded=frozenset({"d1"}))
+    assert fuse(scores, excluded=f.excluded) == pytest.approx(0.95)
+    verdict, reasons = decide(None, None, None, scores, f)
+    assert verdict == "likely-synthetic"
+    assert "of 2" not in reasons[0].text  # one detector fused
+    assert any(r.text.startswith("d1: 0.490 not fused") for r in reasons)
+    # the excluded one alone: nothing fused, its score still reported
+    verdict, reasons = decide(None, None, None, {"d1": scores["d1"]}, f)
+    assert verdict == "no-evidence" and reasons[0].points_to == "neither"

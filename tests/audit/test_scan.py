@@ -97,7 +97,11 @@ def test_scan_rows_states_verdicts_and_reasons(inbox, spectral, creds, tmp_path)
     assert [(r["source"], r["points_to"]) for r in real["reasons"]] == [("detector", "neither")]
     assert "uncalibrated" in real["reasons"][0]["text"] and "≤ 0.2" in real["reasons"][0]["text"]
     assert rows["fake.png"]["fused"]["rule"] == "mean-logit"
-    assert summary.to_json()["fusion"] == {"rule": "mean-logit", "band": [0.2, 0.8]}
+    assert summary.to_json()["fusion"] == {
+        "rule": "mean-logit",
+        "band": [0.2, 0.8],
+        "not_fused": [],
+    }
     assert real["provenance"]["state"] == "absent" and real["metadata"]["signals"] == []
     assert real["scores"]["spectral"]["score"] < rows["fake.png"]["scores"]["spectral"]["score"]
     # a trusted capture claim on pixels the detector flags: the conflict is shown

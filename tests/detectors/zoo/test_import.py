@@ -114,7 +114,10 @@ def test_unknown_kind_expected_hash_and_existing_folder(ckpt, tmp_path):
 @pytest.mark.slow
 def test_calibrate_then_scan_with_two_imported_detectors(ckpt, tmp_path, detector_data):
     a = import_detector("cnndetection", [ckpt], tmp_path / "imported_cnndetection")
-    b = import_detector("cnndetection", [ckpt], tmp_path / "imported_cnndetection_2", name="second")
+    from tests.detectors.zoo.test_npr import authors_state
+
+    torch.save(authors_state(), tmp_path / "model_epoch_last_3090.pth")
+    b = import_detector("npr", [tmp_path / "model_epoch_last_3090.pth"], tmp_path / "imported_npr")
     res = _invoke(
         "detectors", "calibrate", a, "--data", detector_data, "--target-fpr", "0.1", "--json"
     )
@@ -140,12 +143,13 @@ def test_calibrate_then_scan_with_two_imported_detectors(ckpt, tmp_path, detecto
     summary = json.loads(res.output)
     dets = summary["detectors"]
     assert dets["imported_cnndetection"]["calibration"]["method"] == "platt"
-    assert dets["imported_cnndetection_2"]["calibration"] is None
-    assert dets["imported_cnndetection_2"]["licence"].startswith("CC BY-NC-SA")
+    assert dets["imported_npr"]["calibration"] is None
+    assert dets["imported_npr"]["non_commercial"] is True
+    assert dets["imported_cnndetection"]["licence"].startswith("CC BY-NC-SA")
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     for r in rows:
         s = r["scores"]
-        assert "raw" in s["imported_cnndetection"] and "raw" not in s["imported_cnndetection_2"]
+        assert "raw" in s["imported_cnndetection"] and "raw" not in s["imported_npr"]
         ps = [s[k]["score"] for k in s]
         logit = np.mean([np.log(p / (1 - p)) for p in np.clip(ps, 1e-6, 1 - 1e-6)])
         assert r["fused"]["score"] == pytest.approx(1 / (1 + np.exp(-logit)))
