@@ -169,3 +169,22 @@ def test_model_card_of_an_imported_detector_names_licence_and_source(ckpt, tmp_p
     card = json.loads(paths["json"].read_text())
     assert card["identity"]["non_commercial"] is True
     assert any("may not be used commercially" in x for x in card["limitations"])
+
+
+def test_cli_one_line_errors_for_a_tampered_folder_and_a_missing_backbone(ckpt, tmp_path):
+    out = import_detector("cnndetection", [ckpt], tmp_path / "cnn")
+    data = bytearray((out / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    (out / "model.safetensors").write_bytes(bytes(data))
+    for args in (("detectors", "info", out), ("scan", tmp_path, "-o", tmp_path / "s", "-d", out)):
+        res = _invoke(*args)
+        assert res.exit_code == 1
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and "model.safetensors: sha256" in lines[0], res.output
+        assert "does not match" in lines[0] and "Traceback" not in res.output
+    head = tmp_path / "fc_weights.pth"
+    torch.save({"weight": torch.zeros(1, 768), "bias": torch.zeros(1)}, head)
+    res = _invoke("detectors", "import", "univfd", head, "--out", tmp_path / "u")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and "CLIP" in lines[0], res.output
+    assert not (tmp_path / "u").exists()
