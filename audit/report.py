@@ -190,10 +190,15 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
                 f"{html.escape(str(i.get('file')))} sha256 {str(i.get('sha256'))[:16]}…"
                 for i in d.get("inputs") or []
             )
+            eng = d.get("engine") or {}
+            ran = (
+                f"{eng.get('engine')} {eng.get('precision')} on {eng.get('device')}" if eng else "-"
+            )
             rows.append(
                 (
                     name,
                     str(d.get("detector")),
+                    ran,
                     licence,
                     str(d.get("paper") or d.get("source") or ""),
                     str(d.get("training_domain")),

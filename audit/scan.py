@@ -211,20 +211,34 @@ def run_scan(
     default_trust: bool = True,
     fusion: str = "mean-logit",
     band: tuple[float, float] = DEFAULT_BAND,
+    engine: str = "auto",
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks). ``default_trust``: trust the
     official C2PA Trust List in force besides ``trust_anchors``. ``fusion`` and ``band``:
-    how detector scores become one, and the uncertain band (:class:`verdict.Fusion`)."""
+    how detector scores become one, and the uncertain band (:class:`verdict.Fusion`).
+    ``precision`` auto: bf16 on CPUs with bf16 units, fp32 on others, AMP on CUDA;
+    ``engine``: auto, torch or onnx for network detectors (:mod:`detectors.engine`); the
+    choices are recorded in the summary."""
     from deepaudit.detectors import load_detector
     from deepaudit.detectors.inference import detector_keys
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    from deepaudit.devices import device_policy, resolve_precision
+
     loaded: list[_LoadedDetector] = []
+    concrete = resolve_precision(precision, device)
+    if detectors:
+        device_policy(device, precision=concrete)  # a refused precision fails before the scan
+    n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
     for key, d in zip(detector_keys(detectors), detectors, strict=True):
-        det = load_detector(d, device=device, precision=None if precision == "auto" else precision)
+        det = load_detector(
+            d, device=device, precision=None if concrete == "auto" else concrete, engine=engine
+        )
+        # inference shares the cores with the decoding workers
+        det.inference_threads = max(1, (os.cpu_count() or 1) - n_workers)
         loaded.append(_LoadedDetector(key, det, det.input_spec()))
     identities = {ld.key: ld.det.identity() for ld in loaded}
     policy = Fusion(
@@ -291,7 +305,6 @@ def run_scan(
     done = load_done(results)
     walk_errors: list[str] = []
     replaced: list[int] = []
-    n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
     pending: list[dict[str, Any]] = []
 
     def todo() -> Iterator[Path]:
@@ -335,6 +348,9 @@ def run_scan(
         compact_results(results)
     summary.walk_errors = walk_errors
     summary.seconds = time.perf_counter() - started
+    for ld in loaded:  # what ran each detector (known once it has scored something)
+        choice = getattr(ld.det, "engine_choice", None)
+        summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
     summarise_results(results, summary)
     (out / SUMMARY).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     if csv:

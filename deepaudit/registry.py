@@ -106,12 +106,15 @@ class Registry:
 
 
 def runtime_options(
-    factory: Callable[..., Any], device: str | None, precision: str | None
+    factory: Callable[..., Any],
+    device: str | None,
+    precision: str | None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
-    """The given ``device``/``precision`` that ``factory`` accepts: a class when some
-    ``__init__`` of its hierarchy names the option (a bare ``**kw`` only passes options up), a
-    function when it names it or takes ``**kwargs``."""
-    given = {"device": device, "precision": precision}
+    """The given ``device``/``precision``/``engine`` that ``factory`` accepts: a class when
+    some ``__init__`` of its hierarchy names the option (a bare ``**kw`` only passes options
+    up), a function when it names it or takes ``**kwargs``."""
+    given = {"device": device, "precision": precision, "engine": engine}
     return {k: v for k, v in given.items() if v is not None and _accepts(factory, k)}
 
 

@@ -63,12 +63,14 @@ def load_detector(
     *,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
     calibrated: bool = True,
     **overrides: Any,
 ) -> Any:
     """Load a trained detector folder (``config.json`` + weights); never unpickles.
 
-    ``device``/``precision`` apply where the detector takes them (as in create_detector).
+    ``device``/``precision``/``engine`` apply where the detector takes them (as in
+    create_detector; ``engine``: auto, torch or onnx, see :mod:`deepaudit.detectors.engine`).
     ``calibrated``: apply the folder's ``calibration.json`` when it has one (False: the
     detector's own scores, e.g. to fit a new calibration).
     """
@@ -87,7 +89,9 @@ def load_detector(
         cls = DETECTORS.entry(name).factory
     except ValueError as exc:
         raise DeepauditError(f"{cfg_path}: {exc}") from None
-    det = cls.from_pretrained(root, config, **overrides, **runtime_options(cls, device, precision))
+    det = cls.from_pretrained(
+        root, config, **overrides, **runtime_options(cls, device, precision, engine)
+    )
     if calibrated:
         from deepaudit.detectors.calibration import read_calibration
 

@@ -40,6 +40,7 @@ class Detector:
     frames: int | None = None  # frames sampled per clip (None: the caller's default)
     video_aggregation: Aggregation = "mean"  # frame scores -> clip score
     video_topk: int = 3
+    inference_threads: int | None = None  # engine threads (None: the cores); set by the scan
 
     def __init__(self, *, input_size: int = 32, threshold: float = 0.5, seed: int = 0) -> None:
         self.input_size = int(input_size)

@@ -78,9 +78,15 @@ class _NetworkDetector(Detector):
         jpeg_p: float = 0.1,
         device: str = "auto",
         precision: str = "auto",
+        engine: str = "auto",
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        self.engine = engine
+        self.engine_choice: Any = None  # EngineChoice once scoring has started
+        self._runner: Any = None
+        self._weights_key: str | None = None  # sha256 of the weights loaded from a folder
+        self._root: Path | None = None
         self.model = model
         self.weights = weights
         self.epochs, self.batch_size, self.lr, self.patience = (
@@ -131,6 +137,7 @@ class _NetworkDetector(Detector):
         )
         self.training_summary["history"] = history
         self._policy = None
+        self._runner = self._weights_key = None  # new weights: torch until saved and loaded
         return self
 
     def _device_policy(self):
@@ -148,19 +155,37 @@ class _NetworkDetector(Detector):
             self.module.to(memory_format=torch.channels_last)
         return self._policy
 
+    def runner(self, shape: tuple[int, int, int]) -> Any:
+        """The engine that runs the network (:mod:`deepaudit.detectors.engine`): chosen once.
+        A detector not loaded from a folder (being trained) always runs on torch."""
+        if self._runner is None:
+            from deepaudit.detectors.engine import EngineChoice, TorchRunner, make_runner
+
+            policy = self._device_policy()
+            precision = {"bfloat16": "bf16", "float16": "fp16"}.get(policy.amp_dtype, "fp32")
+            if self._weights_key is None:
+                self._runner = TorchRunner(self.module, policy)
+                self.engine_choice = EngineChoice("torch", precision, policy.device, "in training")
+            else:
+                self._runner, self.engine_choice = make_runner(
+                    self.module,
+                    policy,
+                    engine=self.engine,
+                    precision=precision,
+                    weights_key=self._weights_key,
+                    input_shape=shape,
+                    input_dtype="uint8",
+                    detector_dir=self._root,
+                    threads=self.inference_threads,
+                )
+        return self._runner
+
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """P(synthetic) for prepared (N, S, S, 3) uint8 crops."""
-        import torch
-
-        crops = np.ascontiguousarray(inputs)
-        policy = self._device_policy()
+        x = np.ascontiguousarray(inputs).transpose(0, 3, 1, 2)  # NCHW view, channels_last
         self.module.eval()
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(policy.torch_device())
-        if policy.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), policy.autocast():
-            logits = self.module(x).float().squeeze(1)
-        return torch.sigmoid(logits).cpu().numpy().astype(np.float64)
+        logits = self.runner(x.shape[1:])(x)
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500)))
 
     def _save_weights(self, root: Path) -> None:
         from safetensors.torch import save_file
@@ -176,6 +201,9 @@ class _NetworkDetector(Detector):
             raise DeepauditError(f"{root}: model.safetensors missing")
         self.module.load_state_dict(load_file(path))
         self.module.eval()
+        from deepaudit.media import file_sha256
+
+        self._weights_key, self._root, self._runner = file_sha256(path), root, None
 
 
 @register_detector("timm")

@@ -17,7 +17,10 @@ def test_cpu_policy_is_fp32():
     assert y.dtype == torch.float32
 
 
-def test_cpu_bf16_is_opt_in():
+def test_cpu_bf16_is_opt_in(monkeypatch):
+    import deepaudit.devices as devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: ["avx2", "avx512f", "amx_bf16"])
     policy = device_policy("cpu", precision="bf16")
     with policy.autocast():
         y = torch.nn.Linear(4, 4)(torch.ones(1, 4))
@@ -76,3 +79,17 @@ def test_describe_environment():
     assert env["cuda_available"] is torch.cuda.is_available()
     assert env["default_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert len(env["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_refused_and_auto_picks_fp32(monkeypatch):
+    import deepaudit.devices as devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: ["avx2", "fma"])
+    with pytest.raises(ValueError, match=r"precision bf16 refused: this CPU has no bf16 units"):
+        device_policy("cpu", precision="bf16")
+    assert devices.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
+    assert devices.resolve_precision("auto", "cpu") == "bf16"
+    assert devices.resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: [])  # not Linux: cannot tell, allowed
+    assert device_policy("cpu", precision="bf16").amp_dtype == "bfloat16"

@@ -204,6 +204,10 @@ def detectors_calibrate(
         bool, typer.Option(help="Remove the calibration: back to the original scores.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (as the scan resolves it on this machine), fp32 or bf16."),
+    ] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Fit a calibration map and a threshold on your labelled data and store them in the
@@ -231,8 +235,16 @@ def detectors_calibrate(
         return
     if data is None:
         raise typer.BadParameter("--data is required (or --reset)")
+    from deepaudit.devices import resolve_precision
+
     with errors_to_exit():
-        det = load_detector(detector, device=device, calibrated=False)
+        prec = resolve_precision(precision, device)
+        det = load_detector(
+            detector,
+            device=device,
+            precision=None if prec == "auto" else prec,
+            calibrated=False,
+        )
         items = load_items(data, kinds=det.media_kinds)
         chosen = items if split == "all" else items.split(split)
         chosen.require_both_classes("calibration")
@@ -244,7 +256,12 @@ def detectors_calibrate(
             method=method,  # type: ignore[arg-type]
             target_fpr=target_fpr,
             threshold_before=det.threshold,
-            fitted_on={"data": str(data), "split": split, "items": len(chosen)},
+            fitted_on={
+                "data": str(data),
+                "split": split,
+                "items": len(chosen),
+                "precision": prec,
+            },
         )
         path = write_calibration(detector, cal)
     if as_json:

@@ -32,6 +32,7 @@ from deepaudit.detectors._registry import CONFIG_NAME, register_detector
 from deepaudit.detectors.base import Detector
 from deepaudit.detectors.inference import InputSpec
 from deepaudit.errors import DeepauditError
+from deepaudit.media import file_sha256
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -120,6 +121,9 @@ class ZooKind:
     # False when ``probability`` is only a monotone map of a distance, not a probability:
     # such a detector's scores are left out of the scan's fusion until it is calibrated
     probabilistic: ClassVar[bool] = True
+    # the network exports to ONNX (plain tensor ops, no data-dependent Python): the onnx
+    # engine may run it (still checked for parity at export, at two input sizes)
+    onnx_export: ClassVar[bool] = False
 
     def convert(self, weights: Sequence[Path], backbones: Sequence[Path]) -> Converted:
         raise NotImplementedError
@@ -187,14 +191,6 @@ def zoo_kind(name: str) -> ZooKind:
 
 
 # -- reading the authors' files ------------------------------------------------------------
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_checkpoint(path: str | os.PathLike[str], *, allow: Sequence[type] = ()) -> Any:
     """A checkpoint's contents via ``torch.load(weights_only=True)`` (or safetensors): tensors
     in plain containers only. Anything else is a :class:`DeepauditError` naming the file.
@@ -415,12 +411,16 @@ class ImportedDetector(Detector):
         arch: Mapping[str, Any] | None = None,
         device: str = "auto",
         precision: str = "auto",
+        engine: str = "auto",
         batch_size: int = 16,
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.arch = dict(arch or {})
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.engine = device, precision, engine
+        self.engine_choice: Any = None
+        self._runner: Any = None
+        self._root: Path | None = None
         self.batch_size = int(batch_size)
         self.module = self.zoo_kind.build(self.arch)
         self.module.eval()
@@ -481,23 +481,54 @@ class ImportedDetector(Detector):
             self.module.to(memory_format=torch.channels_last)
         return self._policy
 
+    def runner(self) -> Any:
+        """The engine that runs the network (:mod:`deepaudit.detectors.engine`): chosen once."""
+        if self._runner is None:
+            from deepaudit.detectors.engine import EngineChoice, TorchRunner, make_runner
+
+            policy = self._device_policy()
+            precision = {"bfloat16": "bf16", "float16": "fp16"}.get(policy.amp_dtype, "fp32")
+            key = self.imported.get("weights_sha256")
+            if not self.zoo_kind.onnx_export or key is None:
+                if self.engine == "onnx":
+                    raise DeepauditError(
+                        f"{self.name}: runs on the torch engine only (its network does not "
+                        "export to ONNX exactly)"
+                    )
+                self._runner = TorchRunner(self.module, policy)
+                why = "asked for" if self.engine == "torch" else "this kind runs on torch only"
+                self.engine_choice = EngineChoice("torch", precision, policy.device, why)
+            else:
+                pre = self.preprocessing
+                side = pre.crop or 256
+                self._runner, self.engine_choice = make_runner(
+                    self.module,
+                    policy,
+                    engine=self.engine,
+                    precision=precision,
+                    weights_key=key,
+                    input_shape=(3, side, side),
+                    dynamic=pre.crop is None,
+                    detector_dir=self._root,
+                    threads=self.inference_threads,
+                )
+        return self._runner
+
     def decision_values(self, inputs: np.ndarray) -> np.ndarray:
         """The network's raw outputs for prepared uint8 ``(N, H, W, 3)`` inputs."""
         import torch
 
-        policy = self._device_policy()
+        run = self.runner()
         pre = self.preprocessing
-        dev = policy.torch_device()
+        dev = self._device_policy().torch_device()
         mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1)
         out = []
         for i in range(0, len(inputs), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(inputs[i : i + self.batch_size]))
             x = x.to(dev).permute(0, 3, 1, 2).float().div(255.0)
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), policy.autocast():
-                out.append(self.module(x).float().reshape(-1).cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+            out.append(run((x - mean) / std))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -546,4 +577,5 @@ class ImportedDetector(Detector):
         det.training_summary = config.get("training", {})
         det.metrics = config.get("metrics", {})
         det._load_weights(root)
+        det._root = root
         return det

@@ -50,6 +50,7 @@ class CNNDetection(ZooKind):
     )
     files = "the released checkpoint, e.g. blur_jpg_prob0.5.pth"
     published_threshold = 0.5
+    onnx_export = True
     preprocessing = Preprocessing(resize=None, crop=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
     def convert(self, weights: Sequence[Path], backbones: Sequence[Path]) -> Converted:

@@ -113,6 +113,7 @@ class NPR(ZooKind):
     )
     files = "the released checkpoint: NPR.pth or model_epoch_last_3090.pth"
     published_threshold = 0.5
+    onnx_export = True
     preprocessing = Preprocessing(resize=None, crop=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     score_meaning = (
         "sigmoid of the network's logit (odd image sides lose their last row/column first)"

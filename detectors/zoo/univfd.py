@@ -69,6 +69,7 @@ class UnivFD(ZooKind):
     )
     files = "fc_weights.pth, plus " + BACKBONE_HELP
     published_threshold = 0.5
+    onnx_export = True
     preprocessing = Preprocessing(resize=None, crop=224, mean=CLIP_MEAN, std=CLIP_STD)
     score_meaning = "sigmoid of the linear head's logit on CLIP image features"
 
