@@ -425,6 +425,8 @@ def _grad_cam(det: Any, c: np.ndarray) -> Explanation:
     if cam.max() > 0:
         cam = cam / cam.max()
     score = float(torch.sigmoid(logit.detach()))
+    if det.calibration is not None:  # the score the detector reports
+        score = float(det.calibration.apply(score))
     details = {
         "layer": f"conv #{layer} of {len(convs)}",
         "map": list(acts[layer].shape[2:]),

@@ -4,8 +4,9 @@ A published detector's probabilities mean little on data unlike its training set
 threshold from a paper does not keep the false-positive rate a user needs. ``deepaudit
 detectors calibrate DIR --data MANIFEST`` fits, on a labelled set of the user's media:
 
-- a **map**: Platt scaling (a logistic regression on the logit of the detector's score) or
-  isotonic regression (monotone, piecewise linear between fitted points);
+- a **map**: Platt scaling (a logistic regression on the logit of the detector's score,
+  against Platt's smoothed targets, so a perfectly separated set still gives a finite
+  slope) or isotonic regression (monotone, piecewise linear between fitted points);
 - a **threshold** on the calibrated score that keeps the false-positive rate at a target;
 
 and stores them in ``calibration.json`` beside the detector's ``config.json``, which is never
@@ -119,9 +120,18 @@ def _fit_map(p: np.ndarray, y: np.ndarray, method: Method) -> dict[str, Any]:
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
-        # C large: plain maximum likelihood, as Platt (1999) without his label smoothing
+        # Platt (1999): maximum likelihood against smoothed targets (N+ + 1)/(N+ + 2) and
+        # 1/(N- + 2), so a detector that separates the set perfectly still gets a finite
+        # slope; soft targets as each item twice, weighted t and 1 - t
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+        z = _logit(p)[:, None]
         lr = LogisticRegression(C=1e6, max_iter=5000)
-        lr.fit(_logit(p)[:, None], y)
+        lr.fit(
+            np.concatenate([z, z]),
+            np.r_[np.ones(len(z)), np.zeros(len(z))],
+            sample_weight=np.r_[t, 1 - t],
+        )
         return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression

@@ -264,6 +264,30 @@ def _digest(items: ItemSet | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _calibrate_on(det: Any, calib: Any, scores: np.ndarray, target_fpr: float) -> Any:
+    """A Platt map fitted on the validation scores, so the detector's scores are calibrated
+    probabilities the scan can fuse (None when val has under 5 items of a class)."""
+    from deepaudit.detectors.calibration import fit_calibration
+    from deepaudit.errors import DeepauditError
+
+    ok = ~np.isnan(scores)
+    try:
+        cal = fit_calibration(
+            scores[ok],
+            calib.labels[ok],
+            method="platt",
+            target_fpr=target_fpr,
+            threshold_before=det.threshold,
+            bootstrap=200,
+            fitted_on={"data": det.training_summary.get("threshold_from", "val"), "split": "val"},
+        )
+    except DeepauditError as exc:
+        det.training_summary["calibration"] = f"none: {exc}"
+        return None
+    det.training_summary["calibration"] = "platt on the validation split (calibration.json)"
+    return cal
+
+
 def train_detector(
     det: Any,
     data: ItemSet,
@@ -333,7 +357,13 @@ def train_detector(
                     part.labels[ok], s[ok], threshold=det.threshold, bootstrap=500
                 ).to_json()
         det.metrics = metrics
+        cal = _calibrate_on(det, calib, cal_scores, target_fpr)
         det.save_pretrained(out)
+        if cal is not None:
+            from deepaudit.detectors.calibration import write_calibration
+
+            write_calibration(out, cal)
+            det.calibration = cal
         discard_checkpoint(out / "checkpoint")  # only once the folder is written
         if run is not None:
             flat = {

@@ -69,7 +69,10 @@ class FrameAggregateDetector(Detector):
         return dataclasses.replace(self.image_detector.input_spec(), faces=self.faces)
 
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
-        return self.image_detector.score_inputs(inputs)
+        """Each frame's score as its image detector gives it (calibrated when that is)."""
+        p = self.image_detector.score_inputs(inputs)
+        cal = self.image_detector.calibration
+        return cal.apply(p) if cal is not None else p
 
     def predict_proba(self, videos: Sequence[Any]) -> np.ndarray:
         """Each element: a (T, H, W, 3) array of frames, or a single image (one frame)."""

@@ -215,6 +215,10 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     assert rows["tampered_ai.png"]["verdict"] == "needs-review"
     assert rows["stripped_ai.png"]["provenance"]["state"] == "absent"
     assert rows["signed_capture.png"]["provenance"]["ai_declaration"] == "capture"
+    assert rows["watermarked_ai.png"]["watermark"]["detected"]
+    assert rows["ai_metadata.png"]["reasons"][0]["source"] == "metadata"
+    assert rows["real_clip.mp4"]["kind"] == "video"
+    assert data["mode"] == "quick" and data["evaluation"]
     assert (out / "scan" / "report.html").is_file() and (out / "mlflow.db").is_file()
     runs = json.loads(
         runner.invoke(

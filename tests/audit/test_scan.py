@@ -95,7 +95,8 @@ def test_scan_rows_states_verdicts_and_reasons(inbox, spectral, creds, tmp_path)
     assert real["verdict"] == "no-evidence"
     # the low score is stated, pointing neither way (a low score is not proof)
     assert [(r["source"], r["points_to"]) for r in real["reasons"]] == [("detector", "neither")]
-    assert "uncalibrated" in real["reasons"][0]["text"] and "≤ 0.2" in real["reasons"][0]["text"]
+    assert " calibrated, trained on deepaudit manifest" in real["reasons"][0]["text"]
+    assert "≤ 0.2" in real["reasons"][0]["text"]
     assert rows["fake.png"]["fused"]["rule"] == "mean-logit"
     assert summary.to_json()["fusion"] == {
         "rule": "mean-logit",
