@@ -189,11 +189,10 @@ def score_prepared(
         parts: list[np.ndarray | None] = [None] * len(flat)
         for members in shapes.values():
             batch = np.concatenate([flat[k] for k in members])
-            size = batch_size or len(batch)
             p = np.concatenate(
                 [
-                    np.asarray(det.score_inputs(batch[i : i + size]), dtype=np.float64)
-                    for i in range(0, len(batch), size)
+                    np.asarray(det.score_inputs(batch[i:j]), dtype=np.float64)
+                    for i, j in _chunks(len(batch), batch_size)
                 ]
             )
             pos = 0
@@ -206,6 +205,26 @@ def score_prepared(
     for n, is_video in zip(sizes, video, strict=True):
         out.append(det.reduce(probs[pos : pos + n], video=is_video) if n else None)
         pos += n
+    return out
+
+
+def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
+    """``[i, j)`` ranges over ``n`` inputs: full batches of ``size``, then the rest in
+    power-of-two parts (45 = 32 + 8 + 4 + 1). Forward passes then come in a handful of
+    shapes, so the allocator reuses the same blocks and memory stays flat however files and
+    clip frames fall into flushes."""
+    if not size:
+        return [(0, n)] if n else []
+    out, i = [], 0
+    while n - i >= size:
+        out.append((i, i + size))
+        i += size
+    step = 1 << max(0, size.bit_length() - 1)
+    while i < n:
+        while step > n - i:
+            step >>= 1
+        out.append((i, i + step))
+        i += step
     return out
 
 
