@@ -132,7 +132,8 @@ def detectors_kinds(as_json: JsonOpt = False) -> None:
         nc = "  [NON-COMMERCIAL]" if r["non_commercial"] else ""
         o.print(f"{r['kind']}: {r['paper']}", markup=False)
         o.print(f"  licence: {r['licence']}{nc}", markup=False)
-        o.print(f"  files: {r['files']}  (published at {r['weights_at']})", markup=False)
+        o.print(f"  files: {r['files']}", markup=False)
+        o.print(f"  where the authors publish them: {r['weights_at']}", markup=False)
         o.print(f"  trained on: {r['training_domain']}", markup=False)
 
 
