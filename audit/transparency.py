@@ -92,6 +92,7 @@ def write_model_card(
             f"{training.get('threshold_from', '?')} data to a {training.get('target_fpr', '?')} "
             "false-positive rate; it drifts on other data.",
         ]
+    limitations.extend(f"Import warning: {w}." for w in identity.get("warnings") or [])
     if cal:
         limitations.append(
             f"Scores are calibrated ({cal['method']}) on {cal['fitted_on'].get('data', '?')} "

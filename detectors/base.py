@@ -131,6 +131,7 @@ class Detector:
             "paper": None,
             "training_domain": f"deepaudit manifest: {sources}" if sources else "unknown",
             "inputs": [],
+            "warnings": [],
             "threshold": self.threshold,
             "probabilistic": True,  # its score is a probability (a sigmoid of a trained logit)
         }

@@ -36,7 +36,15 @@ import numpy as np
 
 from deepaudit.errors import DeepauditError
 
-__all__ = ["ENGINES", "EngineChoice", "EngineError", "OnnxRunner", "TorchRunner", "make_runner"]
+__all__ = [
+    "ENGINES",
+    "EngineChoice",
+    "EngineError",
+    "OnnxRunner",
+    "TorchRunner",
+    "inference_policy",
+    "make_runner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,21 @@ class EngineChoice:
             "threads": self.threads,
             "why": self.reason,
         }
+
+
+def inference_policy(module: Any, device: str, precision: str) -> Any:
+    """The device policy for scoring with ``module``, which it moves there: channels_last on
+    the CPU too (~1.5x faster for CNNs, same scores; NOTES.md)."""
+    import dataclasses
+
+    import torch
+
+    from deepaudit.devices import device_policy
+
+    policy = dataclasses.replace(device_policy(device, precision=precision), channels_last=True)
+    module.to(policy.torch_device()).eval()
+    module.to(memory_format=torch.channels_last)
+    return policy
 
 
 class TorchRunner:

@@ -168,7 +168,10 @@ def _print_identity(path: str, ident: dict[str, Any]) -> None:
         o.print(f"  paper: {ident['paper']}", markup=False)
     o.print(f"  trained on: {ident['training_domain']}", markup=False)
     for i in ident.get("inputs") or []:
-        o.print(f"  made from: {i['file']} ({i['role']}) sha256 {i['sha256']}", markup=False)
+        known = f" = {i['known_as']}" if i.get("known_as") else ""
+        o.print(f"  made from: {i['file']} ({i['role']}) sha256 {i['sha256']}{known}", markup=False)
+    for w in ident.get("warnings") or []:
+        o.print(f"  warning: {w}", markup=False)
     if ident.get("weights_sha256"):
         o.print(f"  model.safetensors sha256 {ident['weights_sha256']} (verified)", markup=False)
     cal = ident.get("calibration")

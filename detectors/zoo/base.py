@@ -124,6 +124,11 @@ class ZooKind:
     # the network exports to ONNX (plain tensor ops, no data-dependent Python): the onnx
     # engine may run it (still checked for parity at export, at two input sizes)
     onnx_export: ClassVar[bool] = False
+    # sha256 -> what it is, for upstream files whose hashes are published (e.g. OpenAI's CLIP
+    # checkpoints, whose download URLs carry them); inputs are matched against these
+    known_files: ClassVar[dict[str, str]] = {}
+    # recorded (and shown by `detectors info`) when no input matches ``known_files``
+    unverified_warning: ClassVar[str | None] = None
 
     def convert(self, weights: Sequence[Path], backbones: Sequence[Path]) -> Converted:
         raise NotImplementedError
@@ -349,6 +354,10 @@ def import_detector(
 
         save_file(state, tmp / WEIGHTS_NAME)
         pre = k.preprocessing_for(conv.arch)
+        known = {p: k.known_files.get(h) for p, h in hashes.items()}
+        warnings = (
+            [k.unverified_warning] if k.unverified_warning and not any(known.values()) else []
+        )
         imported = {
             "format": FORMAT,
             **k.describe(),
@@ -359,9 +368,11 @@ def import_detector(
                     "path": str(p.resolve()),
                     "sha256": hashes[p],
                     "role": conv.roles.get(p, "weights" if p in inputs else "backbone"),
+                    "known_as": known[p],
                 }
                 for p in (*inputs, *extra)
             ],
+            "warnings": warnings,
             "preprocessing": pre.to_json(),
             "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
             "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -450,8 +461,10 @@ class ImportedDetector(Detector):
             "paper": imp.get("paper", self.zoo_kind.paper),
             "training_domain": imp.get("training_domain", self.zoo_kind.training_domain),
             "inputs": [
-                {k: i.get(k) for k in ("file", "sha256", "role")} for i in imp.get("inputs", [])
+                {k: i.get(k) for k in ("file", "sha256", "role", "known_as")}
+                for i in imp.get("inputs", [])
             ],
+            "warnings": list(imp.get("warnings") or []),
             "weights_sha256": imp.get("weights_sha256"),
             "preprocessing": imp.get("preprocessing"),
             "published_threshold": imp.get("published_threshold"),
@@ -469,16 +482,9 @@ class ImportedDetector(Detector):
 
     def _device_policy(self) -> Any:
         if self._policy is None:
-            import dataclasses
+            from deepaudit.detectors.engine import inference_policy
 
-            import torch
-
-            from deepaudit.devices import device_policy
-
-            policy = device_policy(self.device, precision=self.precision)
-            self._policy = dataclasses.replace(policy, channels_last=True)
-            self.module.to(self._policy.torch_device()).eval()
-            self.module.to(memory_format=torch.channels_last)
+            self._policy = inference_policy(self.module, self.device, self.precision)
         return self._policy
 
     def runner(self) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from deepaudit.detectors.zoo.base import (
     CLIP_MEAN,
@@ -70,6 +70,19 @@ class UnivFD(ZooKind):
     files = "fc_weights.pth, plus " + BACKBONE_HELP
     published_threshold = 0.5
     onnx_export = True
+    # openai/CLIP's clip.py downloads ViT-L-14.pt from a URL that carries its sha256 and
+    # checks it: the one backbone file whose identity can be proven by hash
+    known_files: ClassVar[dict[str, str]] = {
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836": (
+            "OpenAI's ViT-L-14.pt (the sha256 openai/CLIP publishes in its download URL)"
+        ),
+    }
+    unverified_warning = (
+        "the CLIP backbone is not OpenAI's ViT-L-14.pt by its published sha256; the head was "
+        "trained on OpenAI's CLIP ViT-L/14 features, so another CLIP of the same shape (e.g. a "
+        "LAION one) gives meaningless scores. An open_clip or transformers conversion of "
+        "OpenAI's weights is fine, but cannot be checked by hash"
+    )
     preprocessing = Preprocessing(resize=None, crop=224, mean=CLIP_MEAN, std=CLIP_STD)
     score_meaning = "sigmoid of the linear head's logit on CLIP image features"
 

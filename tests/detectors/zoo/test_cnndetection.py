@@ -20,6 +20,12 @@ from deepaudit.detectors import load_detector
 from deepaudit.detectors.zoo import import_detector
 from deepaudit.detectors.zoo.base import file_sha256
 from deepaudit.errors import DeepauditError
+from tests.detectors.zoo.reference import (
+    apply_batch_norm,
+    bottleneck_stages,
+    mixed_images,
+    to_tensor_normalized,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BLOCKS = (("layer1", 64, 3, 1), ("layer2", 128, 4, 2), ("layer3", 256, 6, 2), ("layer4", 512, 3, 2))
@@ -51,46 +57,20 @@ def authors_state(seed: int = 0, outputs: int = 1) -> dict[str, torch.Tensor]:
 def reference_logit(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """ResNet-50 (v1.5: stride on the 3×3 convolution) in float64 on the raw state dict."""
     w = {k: v.double() for k, v in sd.items()}
-
-    def bn(t: torch.Tensor, n: str) -> torch.Tensor:
-        return F.batch_norm(
-            t, w[f"{n}.running_mean"], w[f"{n}.running_var"], w[f"{n}.weight"], w[f"{n}.bias"]
-        )
-
-    y = F.relu(bn(F.conv2d(x, w["conv1.weight"], stride=2, padding=3), "bn1"))
+    y = F.relu(apply_batch_norm(w, F.conv2d(x, w["conv1.weight"], stride=2, padding=3), "bn1"))
     y = F.max_pool2d(y, 3, stride=2, padding=1)
-    for layer, _, blocks, stride in BLOCKS:
-        for i in range(blocks):
-            p, s = f"{layer}.{i}", stride if i == 0 else 1
-            out = F.relu(bn(F.conv2d(y, w[f"{p}.conv1.weight"]), f"{p}.bn1"))
-            out = F.relu(bn(F.conv2d(out, w[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))
-            out = bn(F.conv2d(out, w[f"{p}.conv3.weight"]), f"{p}.bn3")
-            if i == 0:
-                y = bn(F.conv2d(y, w[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1")
-            y = F.relu(out + y)
+    y = bottleneck_stages(w, y, tuple((n, b, s) for n, _, b, s in BLOCKS))
     return (y.mean(dim=(2, 3)) @ w["fc.weight"].T + w["fc.bias"]).reshape(-1)
 
 
 def demo_input(image: np.ndarray) -> torch.Tensor:
-    """demo.py's transform without --crop: PIL RGB, ToTensor, Normalize."""
-    from PIL import Image
-    from torchvision import transforms
-
-    t = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-    return t(Image.fromarray(image).convert("RGB")).unsqueeze(0).double()
+    """demo.py's transform without --crop."""
+    return to_tensor_normalized(image, MEAN, STD)
 
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    import skimage.data
-
-    rng = np.random.default_rng(3)
-    return [
-        np.ascontiguousarray(skimage.data.astronaut()[::4, ::4]),  # 128×128
-        np.ascontiguousarray(skimage.data.chelsea()[60:211, 100:325]),  # 151×225
-        rng.integers(0, 256, (97, 130, 3), dtype=np.uint8),
-        np.ascontiguousarray(skimage.data.camera()[::4, ::4]),  # greyscale
-    ]
+    return mixed_images(3)
 
 
 @pytest.fixture(scope="module")

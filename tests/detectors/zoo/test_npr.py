@@ -22,6 +22,12 @@ from deepaudit.detectors import load_detector
 from deepaudit.detectors.zoo import import_detector
 from deepaudit.detectors.zoo.base import file_sha256
 from deepaudit.errors import DeepauditError
+from tests.detectors.zoo.reference import (
+    apply_batch_norm,
+    bottleneck_stages,
+    mixed_images,
+    to_tensor_normalized,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -73,46 +79,20 @@ def reference_logit(sd: OrderedDict, x: torch.Tensor) -> torch.Tensor:
     x = x[:, :, : h - h % 2, : wd - wd % 2]
     half = F.interpolate(x, scale_factor=0.5, mode="nearest", recompute_scale_factor=True)
     back = F.interpolate(half, scale_factor=2.0, mode="nearest", recompute_scale_factor=True)
-
-    def bn(t: torch.Tensor, n: str) -> torch.Tensor:
-        return F.batch_norm(
-            t, w[f"{n}.running_mean"], w[f"{n}.running_var"], w[f"{n}.weight"], w[f"{n}.bias"]
-        )
-
     y = F.conv2d((x - back) * 2.0 / 3.0, w["conv1.weight"], stride=2, padding=1)
-    y = F.max_pool2d(F.relu(bn(y, "bn1")), 3, stride=2, padding=1)
-    for layer, blocks, stride in (("layer1", 3, 1), ("layer2", 4, 2)):
-        for i in range(blocks):
-            p, s = f"{layer}.{i}", stride if i == 0 else 1
-            out = F.relu(bn(F.conv2d(y, w[f"{p}.conv1.weight"]), f"{p}.bn1"))
-            out = F.relu(bn(F.conv2d(out, w[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))
-            out = bn(F.conv2d(out, w[f"{p}.conv3.weight"]), f"{p}.bn3")
-            if i == 0:
-                y = bn(F.conv2d(y, w[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1")
-            y = F.relu(out + y)
+    y = F.max_pool2d(F.relu(apply_batch_norm(w, y, "bn1")), 3, stride=2, padding=1)
+    y = bottleneck_stages(w, y, (("layer1", 3, 1), ("layer2", 4, 2)))
     return (y.mean(dim=(2, 3)) @ w["fc1.weight"].T + w["fc1.bias"]).reshape(-1)
 
 
 def authors_input(image: np.ndarray) -> torch.Tensor:
-    """Their test transform without resize/crop: PIL RGB, ToTensor, Normalize."""
-    from PIL import Image
-    from torchvision import transforms
-
-    t = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-    return t(Image.fromarray(image).convert("RGB")).unsqueeze(0).double()
+    """Their test transform without resize/crop."""
+    return to_tensor_normalized(image, MEAN, STD)
 
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    import skimage.data
-
-    rng = np.random.default_rng(7)
-    return [
-        np.ascontiguousarray(skimage.data.astronaut()[::4, ::4]),  # 128×128
-        np.ascontiguousarray(skimage.data.chelsea()[60:211, 100:325]),  # 151×225: odd sides
-        rng.integers(0, 256, (97, 130, 3), dtype=np.uint8),  # odd height
-        np.ascontiguousarray(skimage.data.camera()[::4, ::4]),  # greyscale 128×128
-    ]
+    return mixed_images(7)
 
 
 @pytest.fixture(scope="module")

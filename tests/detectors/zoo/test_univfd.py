@@ -454,3 +454,23 @@ def reference_decisions(weights, backbones, images) -> np.ndarray:
     with torch.no_grad():
         feats = encode_image(centre_crop_inputs(images), state, heads=WIDTH // 64)
     return (feats @ head["weight"].T + head["bias"]).reshape(-1).double().numpy()
+
+
+def test_a_backbone_not_proven_to_be_openais_is_flagged(tmp_path, monkeypatch):
+    from deepaudit.detectors.zoo import zoo_kind
+    from deepaudit.media import file_sha256
+
+    torch.save(openai_clip_state(), tmp_path / "ViT-L-14.pt")
+    save_head(tmp_path / "fc_weights.pth")
+    args = ([tmp_path / "fc_weights.pth"],)
+    kw = {"backbones": [tmp_path / "ViT-L-14.pt"]}
+    out = import_detector("univfd", *args, tmp_path / "a", **kw)
+    ident = load_detector(out).identity()
+    assert ident["warnings"] and "not OpenAI's ViT-L-14.pt" in ident["warnings"][0]
+    # the same file, were its hash the published one: recognised, no warning
+    kind = zoo_kind("univfd")
+    known = {file_sha256(tmp_path / "ViT-L-14.pt"): "OpenAI's ViT-L-14.pt"}
+    monkeypatch.setattr(type(kind), "known_files", known)
+    ident = load_detector(import_detector("univfd", *args, tmp_path / "b", **kw)).identity()
+    assert ident["warnings"] == []
+    assert [i["known_as"] for i in ident["inputs"]] == [None, "OpenAI's ViT-L-14.pt"]
