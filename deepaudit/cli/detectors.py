@@ -380,6 +380,11 @@ def detectors_evaluate(
         bool, typer.Option(help="Also train one detector per generator and test on each.")
     ] = False,
     track: Annotated[bool, typer.Option(help="Record the evaluation in mlflow.")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(help="auto (as the scan resolves it on this machine), fp32 or bf16."),
+    ] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a detector: overall and per-generator metrics with 95% CIs, robustness,
@@ -387,10 +392,12 @@ def detectors_evaluate(
     from deepaudit.detectors import load_detector
     from deepaudit.detectors.data import load_items
     from deepaudit.detectors.evaluate import DEFAULT_ROBUSTNESS, evaluate_detector
+    from deepaudit.devices import resolve_precision
     from deepaudit.tracking import Tracker
 
     with errors_to_exit():
-        det = load_detector(detector)
+        prec = resolve_precision(precision, device)
+        det = load_detector(detector, device=device, precision=None if prec == "auto" else prec)
         items = load_items(data, kinds=det.media_kinds)
         chosen = items if split == "all" else items.split(split)
         if not len(chosen):

@@ -132,6 +132,16 @@ def scan(
             "provenance: " + ", ".join(f"{k} {n}" for k, n in data["by_provenance_state"].items()),
             markup=False,
         )
+        for name, d in data["detectors"].items():
+            eng = d.get("engine") or {}
+            ran = f"{eng['engine']} {eng['precision']} on {eng['device']}" if eng else "-"
+            cal = "calibrated" if d.get("calibration") else "not calibrated"
+            nc = ", NON-COMMERCIAL licence" if d.get("non_commercial") else ""
+            o.print(f"detector {name}: {d.get('detector')}, {cal}, {ran}{nc}", markup=False)
+        fusion = data.get("fusion")
+        if fusion and len(data["detectors"]) > 1:
+            lo, hi = fusion["band"]
+            o.print(f"fused by {fusion['rule']}, uncertain band {lo:g}-{hi:g}", markup=False)
         for e in data["walk_errors"][:10]:
             stderr().print(f"warning: {e}", markup=False)
         o.print(f"results: {out / 'results.jsonl'}   report: {out / 'report.html'}", markup=False)

@@ -109,6 +109,24 @@ def test_scan_records_engine_and_precision_and_refuses_bf16_without_units(
     eng = json.loads(res.output)["detectors"]["timm"]["engine"]
     assert eng["engine"] == "onnx" and eng["precision"] == "fp32" and eng["device"] == "cpu"
     assert "onnx fp32 on cpu" in (out / "report.html").read_text()
+    text = runner.invoke(
+        app,
+        [
+            "scan",
+            str(box),
+            "-o",
+            str(tmp_path / "s1"),
+            "-d",
+            str(timm_dir),
+            "--workers",
+            "0",
+            "--engine",
+            "onnx",
+            "--precision",
+            "fp32",
+        ],
+    ).output
+    assert "detector timm: timm, not calibrated, onnx fp32 on cpu" in text
 
     import deepaudit.devices as devices
 
