@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from benchmarks import bench_manifest, bench_media, generate, provenance, scan, train
+from benchmarks import bench_manifest, bench_media, generate, provenance, scan, train, zoo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": generate.run(quick=args.quick),
         "train": train.run(quick=args.quick),
         "scan": scan.run(quick=args.quick),
+        "zoo": zoo.run(quick=args.quick),
     }
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
