@@ -193,19 +193,24 @@ def inspect_provenance(
     use_sidecar: bool = True,
     source: LoadedFile | None = None,
     default_trust: bool = True,
+    legacy_anchors: str | os.PathLike[str] | None = None,
 ) -> ProvenanceRecord:
     """Read ``path``'s manifest store offline and interpret it. Never raises for content.
 
     Trust: the official C2PA Trust List in force (unless ``default_trust`` is False) and
-    ``trust_anchors``; with a ``context`` given, these only name what a trusted signer chains
-    to (``trusted_by``). ``source``: the file already read by ``deepaudit.media.load_file``.
+    ``trust_anchors``, and ``legacy_anchors`` (a superseded list: its signers are trusted, and
+    ``trusted_by.legacy`` says so); with a ``context`` given, these only name what a trusted
+    signer chains to (``trusted_by``). ``source``: the file already read by
+    ``deepaudit.media.load_file``.
     """
     ctx = (
-        context if context is not None else make_context(trust_anchors, default_trust=default_trust)
+        context
+        if context is not None
+        else make_context(trust_anchors, default_trust=default_trust, legacy_anchors=legacy_anchors)
     )
     rec = interpret(read_file(path, context=ctx, use_sidecar=use_sidecar, source=source))
     if rec.state == "trusted" and rec.signer is not None:
-        rec.trusted_by = _trusted_by(rec.signer, trust_anchors, default_trust)
+        rec.trusted_by = _trusted_by(rec.signer, trust_anchors, default_trust, legacy_anchors)
         if rec.trusted_by is not None:
             rec.reason += f" via {rec.trusted_by.label()}"
             rec.conclusion = _conclusion(rec)
@@ -213,19 +218,25 @@ def inspect_provenance(
 
 
 def _trusted_by(
-    signer: SignerInfo, trust_anchors: str | os.PathLike[str] | None, default_trust: bool
+    signer: SignerInfo,
+    trust_anchors: str | os.PathLike[str] | None,
+    default_trust: bool,
+    legacy_anchors: str | os.PathLike[str] | None = None,
 ) -> TrustSource | None:
     from deepaudit.c2pa_layer import read_trust_anchors
     from deepaudit.errors import DeepauditError
 
     try:
         pem = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
+        legacy = read_trust_anchors(legacy_anchors) if legacy_anchors is not None else None
         return trust_source(
             signer.issuer,
             signer.issuer_organization,
             anchors_pem=pem,
             anchors_file=str(trust_anchors) if trust_anchors is not None else None,
             default_trust=default_trust,
+            legacy_pem=legacy,
+            legacy_file=str(legacy_anchors) if legacy_anchors is not None else None,
         )
     except (DeepauditError, ValueError):  # naming the source must never fail a read
         return None
@@ -465,6 +476,8 @@ def _conclusion(rec: ProvenanceRecord) -> str:
         return "a C2PA manifest is present but unreadable: treat as tampered or broken"
     text = _DECLARATION_TEXT[rec.ai_declaration]
     if rec.state == "trusted":
+        if rec.trusted_by is not None and rec.trusted_by.legacy:
+            return f"{text} (verified: signer trusted only by a legacy list)"
         return f"{text} (verified: trusted signer)"
     if rec.state == "untrusted":
         return f"{text} (signature valid but signer unknown: not verified)"
@@ -480,6 +493,7 @@ def audit_file(
     check_metadata: bool = True,
     check_watermark: bool = True,
     default_trust: bool = True,
+    legacy_anchors: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Provenance + AI metadata + invisible watermark of one file, as one JSON-ready dict.
 
@@ -490,7 +504,11 @@ def audit_file(
     from deepaudit.media import read_image, sniff_format
 
     record = inspect_provenance(
-        path, trust_anchors=trust_anchors, context=context, default_trust=default_trust
+        path,
+        trust_anchors=trust_anchors,
+        context=context,
+        default_trust=default_trust,
+        legacy_anchors=legacy_anchors,
     )
     out = record.to_json()
     if kind is None:

@@ -61,6 +61,7 @@ _OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"}
 class ScanOptions:
     trust_anchors: str | None = None
     default_trust: bool = True  # the official C2PA Trust List in force (deepaudit.trust_lists)
+    legacy_anchors: str | None = None  # a superseded list: trusted, reported as legacy
     frames: int = 8
     input_specs: tuple[Any, ...] = ()  # detectors' InputSpecs: inputs are prepared in workers
     watermark: bool = True
@@ -116,9 +117,14 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
     try:
         rec["provenance"] = inspect_provenance(
             p,
-            context=make_context(opts.trust_anchors, default_trust=opts.default_trust),
+            context=make_context(
+                opts.trust_anchors,
+                default_trust=opts.default_trust,
+                legacy_anchors=opts.legacy_anchors,
+            ),
             trust_anchors=opts.trust_anchors,
             default_trust=opts.default_trust,
+            legacy_anchors=opts.legacy_anchors,
             source=source,
         ).to_json()
     except Exception as exc:  # the C2PA layer must never stop a scan
@@ -212,6 +218,7 @@ def run_scan(
     fusion: str = "mean-logit",
     band: tuple[float, float] = DEFAULT_BAND,
     engine: str = "auto",
+    legacy_anchors: str | os.PathLike[str] | None = None,
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks). ``default_trust``: trust the
@@ -256,6 +263,7 @@ def run_scan(
     opts = ScanOptions(
         trust_anchors=str(trust_anchors) if trust_anchors else None,
         default_trust=default_trust,
+        legacy_anchors=str(legacy_anchors) if legacy_anchors else None,
         frames=frames,
         input_specs=tuple(dict.fromkeys(ld.spec for ld in loaded)),
         watermark=watermark,
@@ -264,6 +272,10 @@ def run_scan(
         from deepaudit.c2pa_layer import read_trust_anchors
 
         read_trust_anchors(trust_anchors)  # a bad anchors file fails before the scan
+    if legacy_anchors:
+        from deepaudit.c2pa_layer import read_trust_anchors
+
+        read_trust_anchors(legacy_anchors)
     summary = ScanSummary(
         detectors={
             ld.key: {
@@ -288,6 +300,7 @@ def run_scan(
         },
         "fusion": policy.to_json(),
         "trust_anchors": _anchors_digest(trust_anchors),
+        "legacy_anchors": _anchors_digest(legacy_anchors),
         "default_trust": _default_trust_digest() if default_trust else None,
         "frames": frames,
         "watermark": watermark,

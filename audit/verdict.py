@@ -216,7 +216,8 @@ def decide(
         by = prov.get("trusted_by") or {}
         if state == "trusted" and by.get("name"):
             issued = f" of {str(by['issued'])[:10]}" if by.get("issued") else ""
-            trust = f"trusted via {by['name']}{issued}"
+            legacy = " (legacy list)" if by.get("legacy") else ""
+            trust = f"trusted{legacy} via {by['name']}{issued}"
         if decl in ("ai-generated", "ai-edited"):
             what = "AI-generated" if decl == "ai-generated" else "AI-edited/composite"
             reasons.append(

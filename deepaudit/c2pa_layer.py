@@ -148,19 +148,23 @@ def make_context(
     trust_anchors: str | os.PathLike[str] | None = None,
     *,
     default_trust: bool = True,
+    legacy_anchors: str | os.PathLike[str] | None = None,
     allow_network: bool = False,
 ):
     """A c2pa ``Context``: the official C2PA Trust List in force (unless ``default_trust`` is
     False; see :mod:`deepaudit.trust_lists`) plus the user's trust anchors (PEM file/folder);
     no network, no thumbnails. Contexts are cached by anchor content and process (a Context
     made before a fork is not valid in the child), so calling this per file costs a few
-    ``stat`` calls.
+    ``stat`` calls. ``legacy_anchors``: a superseded list (e.g. the interim trust list frozen on
+    2026-01-01) whose signers are trusted but reported as ``trusted (legacy list)``.
     """
     from deepaudit.trust_lists import default_signing_anchors
 
     parts = [default_signing_anchors() if default_trust else ""]
     if trust_anchors is not None:
         parts.append(read_trust_anchors(trust_anchors))
+    if legacy_anchors is not None:
+        parts.append(read_trust_anchors(legacy_anchors))
     pem = "".join(p.strip() + "\n" for p in parts if p.strip()) or None
     return _context(pem, allow_network)
 

@@ -194,12 +194,13 @@ class TrustSource:
     name: str
     issued: str | None = None
     file: str | None = None
+    legacy: bool = False  # a superseded list the user still accepts (reported as such)
 
     def label(self) -> str:
         return f"{self.name} of {self.issued[:10]}" if self.issued else self.name
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "issued": self.issued, "file": self.file}
+        return {"name": self.name, "issued": self.issued, "file": self.file, "legacy": self.legacy}
 
 
 def trust_source(
@@ -209,11 +210,15 @@ def trust_source(
     anchors_pem: str | None = None,
     anchors_file: str | None = None,
     default_trust: bool = True,
+    legacy_pem: str | None = None,
+    legacy_file: str | None = None,
 ) -> TrustSource | None:
     """Which list or anchors file holds the certificate that issued a trusted signer (matched
     by the issuer's common name and organisation); None when no anchor matches, e.g. when
     the signer's issuer is an intermediate that the list's root signed. ``anchors_pem``: the
-    user's trust anchors (``c2pa_layer.read_trust_anchors``), read from ``anchors_file``."""
+    user's trust anchors (``c2pa_layer.read_trust_anchors``), read from ``anchors_file``;
+    ``legacy_pem``: a superseded list's, consulted last (a signer on a current list is never
+    reported as legacy)."""
     if not issuer_cn and not issuer_org:
         return None
     root, _ = trust_dir()
@@ -221,7 +226,10 @@ def trust_source(
         stamp = (root / f"{LIST_FILES['signing']}.pem").stat().st_mtime_ns
     except OSError:
         stamp = 0
-    for key, source in _anchor_index(anchors_pem, anchors_file, default_trust, root, stamp):
+    index = _anchor_index(
+        anchors_pem, anchors_file, default_trust, root, stamp, legacy_pem, legacy_file
+    )
+    for key, source in index:
         if key == (issuer_cn, issuer_org) or (issuer_org is None and key[0] == issuer_cn):
             return source
     return None
@@ -234,8 +242,11 @@ def _anchor_index(
     default_trust: bool,
     root: Path,
     stamp: int,
+    legacy_pem: str | None = None,
+    legacy_file: str | None = None,
 ) -> tuple[tuple[tuple[str | None, str | None], TrustSource], ...]:
-    """(CN, O) of every anchor certificate -> its source; the user's anchors first."""
+    """(CN, O) of every anchor certificate -> its source; the user's anchors first, a legacy
+    list last."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -256,4 +267,8 @@ def _anchor_index(
             if t.kind == "signing":
                 src = TrustSource(t.name, t.issued, str(t.pem))
                 index += [(k, src) for k in names(t.pem.read_bytes())]
+    if legacy_pem:
+        name = f"legacy list {Path(legacy_file).name}" if legacy_file else "legacy list"
+        old = TrustSource(name, None, legacy_file, legacy=True)
+        index += [(k, old) for k in names(legacy_pem.encode())]
     return tuple(index)

@@ -65,6 +65,7 @@ def test_the_list_in_force_is_trusted_by_default(stand_in, tmp_path, photo, cred
         "name": "Stand-in Trust List",
         "issued": "2026-11-01T00:00:00Z",
         "file": str(stand_in / "C2PA-TRUST-LIST.pem"),
+        "legacy": False,
     }
     assert rec.reason.endswith("trusted via Stand-in Trust List of 2026-11-01")
     off = make_context(default_trust=False)
@@ -100,3 +101,29 @@ def test_update_installs_a_snapshot_only_when_it_parses(stand_in, tmp_path, monk
     (installed,) = install_trust_lists(stand_in)
     assert (installed.name, installed.location) == ("Stand-in Trust List", "user")
     assert load_trust_lists()[0].pem.parent == tmp_path / "data" / "deepaudit" / "trust"
+
+
+def test_a_legacy_list_trusts_its_signers_and_says_so(tmp_path, photo, creds):
+    signed = sign_file(write_image(tmp_path / "p.png", photo), creds["signing"], tmp_path / "s.png")
+    old = tmp_path / "interim-trust-list.pem"
+    shutil.copy(creds["ca"], old)
+    rec = inspect_provenance(signed, default_trust=False, legacy_anchors=old)
+    assert rec.state == "trusted" and rec.trusted_by.legacy
+    assert rec.trusted_by.name == "legacy list interim-trust-list.pem"
+    assert "signer trusted only by a legacy list" in rec.conclusion
+    # a current source wins: the same CA among the user's anchors is not reported as legacy
+    both = inspect_provenance(
+        signed, trust_anchors=creds["ca"], default_trust=False, legacy_anchors=old
+    )
+    assert both.trusted_by.name == "your trust anchors" and not both.trusted_by.legacy
+    box = tmp_path / "box"
+    box.mkdir()
+    shutil.copy(signed, box / "s.png")
+    run_scan(
+        [box], tmp_path / "scan", workers=0, report=False, default_trust=False, legacy_anchors=old
+    )
+    row = json.loads((tmp_path / "scan" / "results.jsonl").read_text())
+    assert (row["provenance"]["state"], row["verdict"]) == ("trusted", "synthetic")
+    assert (
+        "trusted (legacy list) via legacy list interim-trust-list.pem" in row["reasons"][0]["text"]
+    )

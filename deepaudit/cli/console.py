@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_USAGE",
     "AnchorsOpt",
     "JsonOpt",
+    "LegacyAnchorsOpt",
     "NoDefaultTrustOpt",
     "StrictOpt",
     "errors_to_exit",
@@ -48,6 +49,15 @@ AnchorsOpt = Annotated[
         help="PEM file or folder of root certificates to trust, in addition to the official "
         "C2PA Trust List (see `deepaudit trust-list show`). A valid signature whose signer "
         "chains to neither is reported as 'untrusted'.",
+    ),
+]
+LegacyAnchorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--legacy-trust-anchors",
+        help="PEM file or folder of a superseded trust list you still accept (e.g. the "
+        "interim list frozen on 2026-01-01): its signers are trusted and reported as "
+        "'trusted (legacy list)'.",
     ),
 ]
 NoDefaultTrustOpt = Annotated[

@@ -13,6 +13,7 @@ from deepaudit.cli.console import (
     EXIT_USAGE,
     AnchorsOpt,
     JsonOpt,
+    LegacyAnchorsOpt,
     NoDefaultTrustOpt,
     errors_to_exit,
     expand_paths,
@@ -31,6 +32,7 @@ def provenance(
     ],
     trust_anchors: AnchorsOpt = None,
     no_default_trust: NoDefaultTrustOpt = False,
+    legacy_trust_anchors: LegacyAnchorsOpt = None,
     tree: Annotated[
         bool, typer.Option("--tree", help="Show the manifest and its ingredients as a tree.")
     ] = False,
@@ -52,7 +54,11 @@ def provenance(
     from deepaudit.c2pa_layer import make_context
 
     with errors_to_exit():
-        ctx = make_context(trust_anchors, default_trust=not no_default_trust)
+        ctx = make_context(
+            trust_anchors,
+            default_trust=not no_default_trust,
+            legacy_anchors=legacy_trust_anchors,
+        )
     from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 
     # A sidecar manifest (.c2pa) is read with the file it describes, as in the scan.
@@ -70,6 +76,7 @@ def provenance(
                     context=ctx,
                     trust_anchors=trust_anchors,
                     default_trust=not no_default_trust,
+                    legacy_anchors=legacy_trust_anchors,
                     check_watermark=not no_watermark,
                 )
             )

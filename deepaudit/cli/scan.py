@@ -11,6 +11,7 @@ from deepaudit.cli.console import (
     EXIT_FINDINGS,
     AnchorsOpt,
     JsonOpt,
+    LegacyAnchorsOpt,
     NoDefaultTrustOpt,
     errors_to_exit,
     print_json,
@@ -34,6 +35,7 @@ def scan(
     ] = None,
     trust_anchors: AnchorsOpt = None,
     no_default_trust: NoDefaultTrustOpt = False,
+    legacy_trust_anchors: LegacyAnchorsOpt = None,
     workers: Annotated[
         int | None, typer.Option(help="Decode/provenance worker processes (default: cores - 1).")
     ] = None,
@@ -99,6 +101,7 @@ def scan(
             detectors=detector or [],
             trust_anchors=trust_anchors,
             default_trust=not no_default_trust,
+            legacy_anchors=legacy_trust_anchors,
             workers=workers,
             frames=frames,
             csv=csv,
