@@ -227,27 +227,11 @@ def run_scan(
     ``precision`` auto: bf16 on CPUs with bf16 units, fp32 on others, AMP on CUDA;
     ``engine``: auto, torch or onnx for network detectors (:mod:`detectors.engine`); the
     choices are recorded in the summary."""
-    from deepaudit.detectors import load_detector
-    from deepaudit.detectors.inference import detector_keys
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    from deepaudit.devices import device_policy, resolve_precision
-
-    loaded: list[_LoadedDetector] = []
-    concrete = resolve_precision(precision, device)
-    if detectors:
-        device_policy(device, precision=concrete)  # a refused precision fails before the scan
     n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
-    for key, d in zip(detector_keys(detectors), detectors, strict=True):
-        det = load_detector(
-            d, device=device, precision=None if concrete == "auto" else concrete, engine=engine
-        )
-        # inference shares the cores with the decoding workers; on CPU it is the heavier
-        # stage (decode ~270 files/s a core vs ~40 for resnet50), so it keeps one core more
-        det.inference_threads = max(1, (os.cpu_count() or 1) - n_workers + 1)
-        loaded.append(_LoadedDetector(key, det, det.input_spec()))
+    loaded = _load_detectors(detectors, device, precision, engine, n_workers)
     identities = {ld.key: ld.det.identity() for ld in loaded}
     policy = Fusion(
         rule=fusion,
@@ -367,7 +351,6 @@ def run_scan(
         summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
     keys = [ld.key for ld in loaded]
     loaded.clear()  # the models, their engines and caches go before the report is built:
-    det = None
     _release_memory()  # the report's peak then stays under the scan's (flat memory in N)
     summarise_results(results, summary)
     (out / SUMMARY).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -378,6 +361,32 @@ def run_scan(
 
         write_scan_report(results, summary, out / REPORT)
     return summary
+
+
+def _load_detectors(
+    detectors: Sequence[str | os.PathLike[str]],
+    device: str,
+    precision: str,
+    engine: str,
+    n_workers: int,
+) -> list[_LoadedDetector]:
+    """The scan's detectors, with ``auto`` precision resolved as on this machine (a refused
+    precision fails here, before anything is scanned)."""
+    from deepaudit.detectors import load_detector
+    from deepaudit.detectors.inference import detector_keys
+    from deepaudit.devices import device_policy, resolve_precision
+
+    concrete = resolve_precision(precision, device)
+    if detectors:
+        device_policy(device, precision=concrete)
+    loaded = []
+    for key, d in zip(detector_keys(detectors), detectors, strict=True):
+        det = load_detector(d, device=device, precision=concrete, engine=engine)
+        # inference shares the cores with the decoding workers; on CPU it is the heavier
+        # stage (decode ~270 files/s a core vs ~40 for resnet50), so it keeps one core more
+        det.inference_threads = max(1, (os.cpu_count() or 1) - n_workers + 1)
+        loaded.append(_LoadedDetector(key, det, det.input_spec()))
+    return loaded
 
 
 def _release_memory() -> None:

@@ -425,9 +425,8 @@ def _grad_cam(det: Any, c: np.ndarray) -> Explanation:
         det._policy = None  # the inference path re-applies its device and memory format
     if cam.max() > 0:
         cam = cam / cam.max()
-    score = float(torch.sigmoid(logit.detach()))
-    if det.calibration is not None:  # the score the detector reports
-        score = float(det.calibration.apply(score))
+    # the score the detector reports (calibrated when it is), through its own reduce
+    score = det.reduce(np.array([float(torch.sigmoid(logit.detach()))]), video=False).score
     details = {
         "layer": f"conv #{layer} of {len(convs)}",
         "map": list(acts[layer].shape[2:]),

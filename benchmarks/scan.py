@@ -153,9 +153,7 @@ def run(
                 engines.append(("torch", "bf16"))
         infer_s: dict[str, float] = {}
         for eng, prec in engines:
-            d = load_detector(
-                det_dir, device=device, engine=eng, precision=None if prec == "auto" else prec
-            )
+            d = load_detector(det_dir, device=device, engine=eng, precision=prec)
             d.score_inputs(crops[:32])  # warm-up (and the one-off ONNX export)
             t = time.perf_counter()
             for i in range(0, len(crops), 32):

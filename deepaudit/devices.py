@@ -66,6 +66,11 @@ class DevicePolicy:
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
+    @property
+    def precision(self) -> str:
+        """What the forward pass runs in: fp32, bf16 or fp16."""
+        return {"bfloat16": "bf16", "float16": "fp16"}.get(self.amp_dtype or "", "fp32")
+
     def torch_device(self) -> Any:
         import torch
 

@@ -69,6 +69,10 @@ class Detector:
     def _load_weights(self, root: Path) -> None:
         raise NotImplementedError
 
+    def _restore(self, root: Path, config: dict[str, Any]) -> None:
+        """Anything beyond parameters that the folder's config holds, set before the weights
+        load (imported detectors: their provenance record, whose hash the load checks)."""
+
     # -- shared ----------------------------------------------------------------------------
     @property
     def media_kinds(self) -> tuple[str, ...]:
@@ -189,8 +193,11 @@ class Detector:
         det.threshold = float(config.get("threshold", 0.5))
         det.training_summary = config.get("training", {})
         det.metrics = config.get("metrics", {})
+        det._restore(root, config)
         try:
             det._load_weights(root)
+        except DeepauditError:
+            raise  # already one line naming the file and the reason
         except Exception as exc:  # safetensors, torch and JSON each raise their own types
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise DeepauditError(f"{root}: weights do not load into {cls.name!r}: {first}") from exc

@@ -248,10 +248,10 @@ def make_runner(
             ) from None
         why = "onnxruntime is not installed"
         return TorchRunner(module, policy), EngineChoice("torch", precision, device, why)
+    torch_runner = TorchRunner(module, policy)  # on the CPU: the export leaves it there
     try:
-        runner, timing = _onnx_runner(
-            module,
-            policy,
+        path, timing, session = _onnx_graph(
+            torch_runner,
             weights_key=weights_key,
             input_shape=input_shape,
             input_dtype=input_dtype,
@@ -264,10 +264,10 @@ def make_runner(
             raise
         logger.info("onnx engine not used: %s", exc)
         first = str(exc).split(": ", 1)[-1]
-        return TorchRunner(module, policy), EngineChoice("torch", precision, device, first)
+        return torch_runner, EngineChoice("torch", precision, device, first)
     if engine == "auto" and timing["onnx_s"] >= timing["torch_s"]:
         why = f"torch measured faster here ({timing['torch_s']:.3g} s vs {timing['onnx_s']:.3g} s)"
-        return TorchRunner(module, policy), EngineChoice("torch", precision, device, why)
+        return torch_runner, EngineChoice("torch", precision, device, why)
     why = (
         "asked for"
         if engine == "onnx"
@@ -276,12 +276,12 @@ def make_runner(
             f"outputs within {timing['max_abs_diff']:.1e}"
         )
     )
+    runner = session or OnnxRunner(path, threads, input_dtype)
     return runner, EngineChoice("onnx", "fp32", device, why, threads)
 
 
-def _onnx_runner(
-    module: Any,
-    policy: Any,
+def _onnx_graph(
+    torch_runner: TorchRunner,
     *,
     weights_key: str,
     input_shape: tuple[int, int, int],
@@ -289,7 +289,9 @@ def _onnx_runner(
     dynamic: bool,
     detector_dir: Path | None,
     threads: int,
-) -> tuple[OnnxRunner, dict[str, float]]:
+) -> tuple[Path, dict[str, float], OnnxRunner | None]:
+    """The checked graph's path, the two engines' times at ``threads`` (exported, checked
+    and timed on first use), and the ONNX Runtime session if one had to be opened."""
     import onnxruntime
     import torch
 
@@ -301,22 +303,20 @@ def _onnx_runner(
     path = cache / f"{tag}.onnx"
     meta_path = cache / f"{tag}.json"
     examples = _examples(input_shape, input_dtype, dynamic)
-    torch_runner = TorchRunner(module, policy)
     meta: dict[str, Any] = {}
     if path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             meta = {}
+    session: OnnxRunner | None = None
     if not meta.get("checked"):
         try:
-            _export(module, path, examples[0], dynamic)
+            _export(torch_runner.module, path, examples[0], dynamic)
         except Exception as exc:  # the exporter raises many types
             raise EngineError(f"{path}: the network does not export to ONNX ({exc})") from None
-        finally:
-            torch_runner = TorchRunner(module, policy)  # export moved it to the CPU
-        ort = OnnxRunner(path, threads, input_dtype)
-        diff = max(float(np.max(np.abs(ort(x) - torch_runner(x)))) for x in examples)
+        session = OnnxRunner(path, threads, input_dtype)
+        diff = max(float(np.max(np.abs(session(x) - torch_runner(x)))) for x in examples)
         if not diff <= PARITY:
             path.unlink(missing_ok=True)
             raise EngineError(
@@ -329,16 +329,16 @@ def _onnx_runner(
             "torch": torch.__version__,
             "timings": {},
         }
-    ort = OnnxRunner(path, threads, input_dtype)
     timings = meta.setdefault("timings", {})
     if str(threads) not in timings:  # each thread count is timed once, on this machine
+        session = session or OnnxRunner(path, threads, input_dtype)
         batch = examples[0]
         timings[str(threads)] = {
             "torch_s": _time(torch_runner, batch, reps=2),
-            "onnx_s": _time(ort, batch, reps=2),
+            "onnx_s": _time(session, batch, reps=2),
             "batch": list(batch.shape),
         }
         tmp = meta_path.with_suffix(".json.part")
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp, meta_path)
-    return ort, {**timings[str(threads)], "max_abs_diff": meta["max_abs_diff"]}
+    return path, {**timings[str(threads)], "max_abs_diff": meta["max_abs_diff"]}, session

@@ -154,7 +154,7 @@ class _NetworkDetector(Detector):
             from deepaudit.detectors.engine import EngineChoice, TorchRunner, make_runner
 
             policy = self._device_policy()
-            precision = {"bfloat16": "bf16", "float16": "fp16"}.get(policy.amp_dtype, "fp32")
+            precision = policy.precision
             if self._weights_key is None:
                 self._runner = TorchRunner(self.module, policy)
                 self.engine_choice = EngineChoice("torch", precision, policy.device, "in training")

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from deepaudit.cli.console import JsonOpt, errors_to_exit, print_json, progress_bar, stderr, stdout
+from deepaudit.cli.console import (
+    JsonOpt,
+    PrecisionOpt,
+    errors_to_exit,
+    print_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
 
 __all__ = ["app"]
 
@@ -208,10 +216,7 @@ def detectors_calibrate(
         bool, typer.Option(help="Remove the calibration: back to the original scores.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(help="auto (as the scan resolves it on this machine), fp32 or bf16."),
-    ] = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Fit a calibration map and a threshold on your labelled data and store them in the
@@ -243,12 +248,7 @@ def detectors_calibrate(
 
     with errors_to_exit():
         prec = resolve_precision(precision, device)
-        det = load_detector(
-            detector,
-            device=device,
-            precision=None if prec == "auto" else prec,
-            calibrated=False,
-        )
+        det = load_detector(detector, device=device, precision=prec, calibrated=False)
         items = load_items(data, kinds=det.media_kinds)
         chosen = items if split == "all" else items.split(split)
         chosen.require_both_classes("calibration")
@@ -381,10 +381,7 @@ def detectors_evaluate(
     ] = False,
     track: Annotated[bool, typer.Option(help="Record the evaluation in mlflow.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(help="auto (as the scan resolves it on this machine), fp32 or bf16."),
-    ] = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a detector: overall and per-generator metrics with 95% CIs, robustness,
@@ -396,8 +393,7 @@ def detectors_evaluate(
     from deepaudit.tracking import Tracker
 
     with errors_to_exit():
-        prec = resolve_precision(precision, device)
-        det = load_detector(detector, device=device, precision=None if prec == "auto" else prec)
+        det = load_detector(detector, device=device, precision=resolve_precision(precision, device))
         items = load_items(data, kinds=det.media_kinds)
         chosen = items if split == "all" else items.split(split)
         if not len(chosen):

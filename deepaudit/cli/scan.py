@@ -13,6 +13,7 @@ from deepaudit.cli.console import (
     JsonOpt,
     LegacyAnchorsOpt,
     NoDefaultTrustOpt,
+    PrecisionOpt,
     errors_to_exit,
     print_json,
     progress_bar,
@@ -43,14 +44,7 @@ def scan(
     csv: Annotated[bool, typer.Option("--csv", help="Also write results.csv.")] = False,
     device: Annotated[str, typer.Option(help="Detector device: auto, cpu, cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Files per detector batch (and per flush).")] = 32,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="Network detectors: auto (AMP on CUDA; bf16 on CPUs with bf16 units, ~2x "
-            "faster, scores within ~0.01; fp32 on other CPUs), fp32, or bf16 (refused on CPUs "
-            "without bf16 units, where it is ~5x slower)."
-        ),
-    ] = "auto",
+    precision: PrecisionOpt = "auto",
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget earlier results in --out and scan everything.")
     ] = False,

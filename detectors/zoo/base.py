@@ -493,7 +493,7 @@ class ImportedDetector(Detector):
             from deepaudit.detectors.engine import EngineChoice, TorchRunner, make_runner
 
             policy = self._device_policy()
-            precision = {"bfloat16": "bf16", "float16": "fp16"}.get(policy.amp_dtype, "fp32")
+            precision = policy.precision
             key = self.imported.get("weights_sha256")
             if not self.zoo_kind.onnx_export or key is None:
                 if self.engine == "onnx":
@@ -566,22 +566,12 @@ class ImportedDetector(Detector):
         check_state(self.module, state, path, self.zoo_kind.name)
         self.module.load_state_dict(state, strict=True)
         self.module.eval()
+        self._root = root
 
-    @classmethod
-    def from_pretrained(cls, root: Path, config: dict[str, Any], **overrides: Any) -> Detector:
+    def _restore(self, root: Path, config: dict[str, Any]) -> None:
         imported = config.get("imported") or {}
         if imported.get("format") != FORMAT:
             raise DeepauditError(
                 f"{root}: not an imported detector folder (format {imported.get('format')!r})"
             )
-        try:
-            det = cls(**{**config.get("params", {}), **overrides})
-        except TypeError as exc:
-            raise DeepauditError(f"{root}: config does not fit {cls.name!r}: {exc}") from None
-        det.imported = imported
-        det.threshold = float(config.get("threshold", cls.zoo_kind.published_threshold))
-        det.training_summary = config.get("training", {})
-        det.metrics = config.get("metrics", {})
-        det._load_weights(root)
-        det._root = root
-        return det
+        self.imported = imported  # the weights' hash is checked against it at load
