@@ -34,6 +34,7 @@ class LabeledItem:
     generator: str | None = None  # sampler-level name for grids, e.g. "pixel-ddim"
     split: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    mask: Path | None = None  # ground truth of the edited region (white = generated), if any
 
 
 @dataclass
@@ -96,6 +97,7 @@ def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("ima
         gen = None
         if it.label == "synthetic":
             gen = it.source
+        mask = it.extra.get("mask")
         out.append(
             LabeledItem(
                 id=it.id,
@@ -106,6 +108,7 @@ def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("ima
                 generator=gen,
                 split=it.split or "train",
                 attributes=dict(it.attributes),
+                mask=m.root / str(mask) if isinstance(mask, str) and mask else None,
             )
         )
     return ItemSet(out, Path(m.path).parent if Path(m.path).is_file() else Path(manifest))

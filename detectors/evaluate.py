@@ -142,6 +142,11 @@ def evaluate_detector(
             "auc_drop": drop,
             "shortcut_suspected": bool(drop is not None and drop > 0.1),
         }
+    if hasattr(det, "predict_map") and any(i.mask is not None for i in items if i.label == 1):
+        from deepaudit.detectors.localize import localization_report
+
+        # a map-making detector: pixel AUC, F1 and IoU where the manifest has masks
+        result["localization"] = localization_report(det, items, bootstrap=min(bootstrap, 200))
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_clean) + "\n")
     _plots(out, y[ok], scores[ok], items, scores, gens, rob, det.threshold)
     if tracker is not None:

@@ -75,8 +75,20 @@ def fit_network(
     resume: bool = True,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[dict[str, float], int], None] | None = None,
+    dataset: Any = None,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    select: Callable[[Any, ItemSet], float] | None = None,
+    select_name: str = "val_select",
 ) -> dict[str, Any]:
-    """Train ``module`` (uint8 NCHW batch → logits (N, 1)); returns the training history."""
+    """Train ``module`` (uint8 NCHW batch → logits (N, 1)); returns the training history.
+
+    ``dataset`` and ``loss`` let other targets use the same loop: a dataset of
+    ``(uint8 CHW, target, valid)`` (default: labelled crops) and ``loss_fn(output, target)``
+    (default: binary cross-entropy of the one logit against the label), e.g. per-pixel
+    masks for a localiser. ``select(det, val)`` (higher is better, logged as
+    ``select_name``) picks the best epoch and drives early stopping instead of the image AUC,
+    which saturates long before a localiser's maps are good.
+    """
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -101,7 +113,9 @@ def fit_network(
         )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda") if policy.amp_dtype == "float16" else None
-    ds = CropDataset(train, det.input_size, train=True, seed=det.seed, blur_p=blur_p, jpeg_p=jpeg_p)
+    ds = dataset or CropDataset(
+        train, det.input_size, train=True, seed=det.seed, blur_p=blur_p, jpeg_p=jpeg_p
+    )
     workers = (
         num_workers if num_workers is not None else (0 if len(ds) < 2000 else policy.num_workers)
     )
@@ -127,6 +141,7 @@ def fit_network(
         },
     )
     fit_args = {
+        **({"target": type(ds).__name__} if dataset is not None else {}),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -176,8 +191,11 @@ def fit_network(
             x, y = x.to(dev, non_blocking=True), y.float().to(dev, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             with policy.autocast():
-                logits = net(x).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+                out = net(x)
+            if loss_fn is not None:
+                loss = loss_fn(out.float(), y)
+            else:
+                loss = F.binary_cross_entropy_with_logits(out.squeeze(1).float(), y)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -218,13 +236,17 @@ def fit_network(
             y_val = val.labels[ok]
             record["val_auc"] = auc(y_val, scores[ok])
             record["val_ap"] = ap(y_val, scores[ok])
-            best = history["best_val_auc"]
-            improved = best is None or (
-                not math.isnan(record["val_auc"]) and record["val_auc"] > best
-            )
+            key = "val_auc"
+            if select is not None:  # the target's own measure picks the best epoch
+                record[select_name] = float(select(det, val))
+                key = select_name
+            best = history.get("best_" + key)
+            improved = best is None or (not math.isnan(record[key]) and record[key] > best)
         if rank == 0:
             if improved:
                 history["best_val_auc"] = record.get("val_auc")
+                if select is not None:
+                    history["best_" + select_name] = record.get(select_name)
                 history["best_epoch"] = epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
                 state.tensors["best"] = best_state
