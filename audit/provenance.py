@@ -547,8 +547,9 @@ def audit_file(
     ``kind`` (``"image"``/``"video"``) skips sniffing when the caller knows it. Metadata and
     watermark failures are recorded in their own entries and never hide the C2PA result.
     """
+    from deepaudit.audit.metadata import metadata_format
     from deepaudit.errors import DeepauditError
-    from deepaudit.media import read_image, sniff_format
+    from deepaudit.media import read_image
 
     record = inspect_provenance(
         path,
@@ -560,7 +561,7 @@ def audit_file(
     out = record.to_json()
     if kind is None:
         try:
-            kind = sniff_format(path).kind
+            kind = metadata_format(path)[1]  # image, video, or audio (tags only)
         except DeepauditError:
             kind = "other"
     out["metadata"] = None
@@ -573,6 +574,8 @@ def audit_file(
             except DeepauditError as exc:
                 out["watermark"] = _error(exc)
         out.update(image_signals(path, image, metadata=check_metadata, watermark=image is not None))
+    elif kind in ("video", "audio") and check_metadata:  # container tags
+        out.update(image_signals(path, metadata=True, watermark=False))
     return out
 
 
@@ -585,7 +588,8 @@ def image_signals(
     source: LoadedFile | None = None,
 ) -> dict[str, Any]:
     """``metadata`` and ``watermark`` entries of an image file (``image``: its decoded
-    pixels, for the watermark); a failure is recorded in its entry, never raised."""
+    pixels, for the watermark), or the ``metadata`` of a video's or audio file's container
+    tags; a failure is recorded in its entry, never raised."""
     from deepaudit.audit.metadata import read_ai_metadata
     from deepaudit.audit.watermark import detect_watermark
     from deepaudit.errors import DeepauditError
