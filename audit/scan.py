@@ -144,6 +144,8 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
             for spec in opts.input_specs:
                 inputs[spec] = spec.prepare(img)
         elif rec["kind"] == "video":
+            # container tags need no decoding: read them first, a broken stream keeps them
+            rec.update(image_signals(p, metadata=opts.metadata, watermark=False, source=source))
             video = read_video(p, num_frames=opts.frames, source=source)
             frames = video.frames
             rec["frames_sampled"] = len(frames)
