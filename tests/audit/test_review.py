@@ -238,3 +238,14 @@ def test_feedback_becomes_a_dataset_a_detector_trains_on(scanned, scan_dir, tmp_
     )
     assert cal.exit_code == 0, cal.output
     assert json.loads(cal.stdout)["fitted_on"]["items"] == 14
+
+
+def test_bad_scan_folders_and_feedback_files_get_one_line_errors(tmp_path):
+    r = runner.invoke(app, ["review", str(tmp_path), "--no-open"])
+    assert r.exit_code == 1 and f"{tmp_path.resolve()}: no results.jsonl here" in r.output
+    (tmp_path / "feedback.jsonl").write_text('{"path": "a.png", "label": "real"}\nnot json\n')
+    r = runner.invoke(app, ["manifest", "import-feedback", str(tmp_path), "-o", str(tmp_path)])
+    assert r.exit_code == 1 and "feedback.jsonl:1: not a feedback record" in r.output
+    (tmp_path / "feedback.jsonl").unlink()
+    r = runner.invoke(app, ["manifest", "import-feedback", str(tmp_path), "-o", str(tmp_path)])
+    assert r.exit_code == 1 and "no feedback yet" in r.output
