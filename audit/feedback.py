@@ -190,7 +190,9 @@ def import_feedback(
                 continue
             reviewers = sorted(r.reviewer for r in by_reviewer.values() if r.label == label)
             notes = [r.note for r in by_reviewer.values() if r.note]
-            writer.write(_with_review(item, reviewers, last.verdict, last.time, notes, str(scan)))
+            writer.write(
+                _with_review(item, reviewers, last.verdict, last.time, notes, str(scan.resolve()))
+            )
             added += 1
     return FeedbackImport(read_manifest(root), added, present, dict(counts), dict(left))
 

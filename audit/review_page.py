@@ -34,7 +34,8 @@ white-space:nowrap}
 .l-real{background:#2da44e;color:#fff}.l-synthetic{background:#cf222e;color:#fff}
 .l-unsure{background:#d4a72c}
 #media img{max-width:100%;max-height:420px;border:1px solid #d0d7de;margin:0 8px 8px 0}
-#frames img{max-height:150px}
+#thumb{min-width:320px;image-rendering:pixelated}
+#frames img{height:150px;image-rendering:pixelated}
 .cols{display:flex;gap:24px;flex-wrap:wrap}.cols>div{flex:1;min-width:320px}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 8px;
 text-align:left;vertical-align:top}th{background:#f6f8fa}
