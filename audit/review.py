@@ -79,7 +79,9 @@ class ReviewQueue:
         order += [p for p in last if p not in set(order)]
         flagged = set(first)
         self.entries = [QueueEntry(i, p in flagged, last[p]) for i, p in enumerate(order)]
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # feedback writes and the frame cache
+        # heatmaps take seconds (a detector to load, a backward pass): never behind a decision
+        self._explain_lock = threading.Lock()
         self._hashes: dict[str, tuple[int, int, str]] = {}
         self._detectors: dict[str, Any] = {}
         self._frame_cache: dict[str, list[bytes]] = {}
@@ -192,7 +194,9 @@ class ReviewQueue:
         out = self.scan_dir / HEATMAP_DIR / f"{sha[:32]}.{_safe(detector)}.png"
         if out.is_file():
             return out
-        with self._lock:
+        with self._explain_lock:
+            if out.is_file():  # made while this request waited
+                return out
             det = self._detectors.get(detector)
             if det is None:
                 from deepaudit.detectors import load_detector

@@ -34,9 +34,10 @@ white-space:nowrap}
 .l-real{background:#2da44e;color:#fff}.l-synthetic{background:#cf222e;color:#fff}
 .l-unsure{background:#d4a72c}
 #media img{max-width:100%;max-height:420px;border:1px solid #d0d7de;margin:0 8px 8px 0}
-#thumb{min-width:320px;image-rendering:pixelated}
+#thumb{min-width:256px;image-rendering:pixelated}
 #frames img{height:150px;image-rendering:pixelated}
-.cols{display:flex;gap:24px;flex-wrap:wrap}.cols>div{flex:1;min-width:320px}
+.cols{display:flex;gap:24px;flex-wrap:wrap}.cols>div{flex:1;min-width:360px}
+#main h2{margin:.2em 0}#main h3{margin:.6em 0 .3em;font-size:14px}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 8px;
 text-align:left;vertical-align:top}th{background:#f6f8fa}
 ul.tree{margin:.2em 0;padding-left:18px}ul.tree li{margin:1px 0}
@@ -108,9 +109,11 @@ async function show(i) {
   const d = await getJSON('/api/item/' + i);
   if (d.index !== cur) return;
   const r = d.record, m = $('main-body'); m.replaceChildren();
-  const head = el('h2'); head.append(pill(r.verdict || 'error', 'v-'), ' ', el('span', r.path));
+  const head = el('h2');
+  head.append(pill(r.verdict || 'error', 'v-'), ' ', el('span', base(r.path)));
   m.append(head);
-  if (d.flagged) m.append(el('p', 'In the report\'s "look at these first".', 'muted'));
+  const where = d.flagged ? ' · in the report\'s "look at these first"' : '';
+  m.append(el('p', r.path + where, 'muted'));
   if (d.media_problem) m.append(el('p', d.media_problem, 'warn'));
   const media = el('div'); media.id = 'media';
   if (!d.media_problem) {
@@ -133,14 +136,15 @@ async function show(i) {
       media.append(el('h3', 'Heatmap · ' + det), img);
     }
   }
-  m.append(media);
-  const cols = el('div', null, 'cols'), left = el('div'), right = el('div');
-  left.append(el('h3', 'Why this verdict'));
+  // the pictures on the left, the evidence beside them
+  const cols = el('div', null, 'cols'), right = el('div');
+  cols.append(media, right); m.append(cols);
+  right.append(el('h3', 'Why this verdict'));
   const reasons = el('ul');
   for (const x of r.reasons || []) reasons.append(el('li', x.text));
   if (r.error) reasons.append(el('li', r.error.message));
-  left.append(reasons);
-  left.append(el('h3', 'Detector scores'));
+  right.append(reasons);
+  right.append(el('h3', 'Detector scores'));
   const t = el('table'), hr = el('tr');
   for (const h of ['detector', 'P(synthetic)', 'threshold']) hr.append(el('th', h));
   t.append(hr);
@@ -155,12 +159,12 @@ async function show(i) {
     tr.append(el('td', 'fused'), el('td', Number(r.fused.score).toFixed(3)), el('td', ''));
     t.append(tr);
   }
-  left.append(t);
+  right.append(t);
   right.append(el('h3', 'Provenance'));
-  right.append(tree(r.provenance) || el('p', 'not checked', 'muted'));
+  const prov = r.provenance ? {...r.provenance, path: null} : null;  // the path is above
+  right.append(tree(prov) || el('p', 'not checked', 'muted'));
   const extra = {metadata: r.metadata, watermark: r.watermark};
   const more = tree(extra); if (more) { right.append(el('h3', 'Metadata and watermark'), more); }
-  cols.append(left, right); m.append(cols);
   if (d.decision && !$('note').value) $('note').value = d.decision.note;
   document.body.dataset.shown = String(i);
   $('current').textContent = d.decision

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})
+                page.set_default_timeout(180_000)  # heatmaps take seconds each on a CPU
                 page.goto(server.url)
                 page.wait_for_selector("body[data-shown='0']", state="attached")
                 for n, key in zip(range(args.decide), "rsu" * args.decide, strict=False):

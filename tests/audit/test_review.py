@@ -104,7 +104,7 @@ def test_review_three_files_with_the_keyboard_in_a_browser(server, scan_dir):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(server.url)
         page.wait_for_selector("body[data-shown='0']", state="attached")
-        assert queue.entries[0].path in page.inner_text("#main-body h2")
+        assert queue.entries[0].path in page.inner_text("#main-body")
         page.keyboard.press("r")
         page.wait_for_selector("body[data-shown='1']", state="attached")
         page.keyboard.press("n")
