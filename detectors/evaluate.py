@@ -30,6 +30,7 @@ import numpy as np
 from deepaudit.detectors.data import ItemSet
 from deepaudit.detectors.inference import score_items
 from deepaudit.detectors.metrics import auc, binary_report, roc_curve
+from deepaudit.errors import DeepauditError
 
 __all__ = ["DEFAULT_ROBUSTNESS", "cross_generator", "evaluate_detector"]
 
@@ -70,7 +71,7 @@ def evaluate_detector(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items.require_both_classes("evaluation")
+    one_class = _one_class_note(items)
     perturbations = [parse_perturbation(s) for s in robustness]
     stages = 1 + len(perturbations) + int(format_check)
     done = 0
@@ -93,6 +94,8 @@ def evaluate_detector(
         ).to_json(),
         "per_generator": {},
     }
+    if one_class:
+        result["note"] = one_class
     real = (y == 0) & ok
     gens = sorted({i.generator for i in items if i.label == 1 and i.generator})
     for g in gens:
@@ -124,7 +127,8 @@ def evaluate_detector(
         m = ~np.isnan(s)
         rep = binary_report(y[m], s[m], threshold=det.threshold, bootstrap=0).to_json()
         rob[p.spec] = {
-            k: rep[k] for k in ("auc", "ap", "accuracy", "real_accuracy", "synthetic_accuracy")
+            k: rep[k]
+            for k in ("auc", "ap", "accuracy", "real_accuracy", "synthetic_accuracy", "fpr", "fnr")
         }
     result["robustness"] = rob
     if format_check:
@@ -147,8 +151,10 @@ def evaluate_detector(
 
         # a map-making detector: pixel AUC, F1 and IoU where the manifest has masks
         result["localization"] = localization_report(det, items, bootstrap=min(bootstrap, 200))
+    left_out = _plots(out, y[ok], scores[ok], items, scores, gens, rob, det.threshold)
+    if left_out:
+        result["plots_left_out"] = left_out
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_clean) + "\n")
-    _plots(out, y[ok], scores[ok], items, scores, gens, rob, det.threshold)
     if tracker is not None:
         with tracker.start_run("evaluate-detector", tags={"detector": det.name}) as run:
             flat = {k: v for k, v in result["overall"].items() if isinstance(v, (int, float))}
@@ -158,15 +164,48 @@ def evaluate_detector(
     return result
 
 
-def _plots(out: Path, y, s, items: ItemSet, all_scores, gens, rob, threshold) -> None:
+def _one_class_note(items: ItemSet) -> str | None:
+    """Why some metrics are n/a on a set with one class (auditing false alarms on real
+    items only is a normal use); an empty set cannot be evaluated at all."""
+    y = items.labels
+    if not len(y):
+        raise DeepauditError(f"{items.root}: the evaluation set is empty")
+    if y.min() != y.max():
+        return None
+    if y[0] == 0:
+        return (
+            f"only real items ({len(y)}): FPR and real accuracy are reported; AUC, AP, EER, "
+            "TPRs and FNR need synthetic items and are n/a"
+        )
+    return (
+        f"only synthetic items ({len(y)}): FNR and synthetic accuracy are reported; AUC, AP, "
+        "EER and FPR need real items and are n/a"
+    )
+
+
+def _plots(out: Path, y, s, items: ItemSet, all_scores, gens, rob, threshold) -> dict[str, str]:
+    """Write the plots; return the ones left out, each with the reason."""
     import matplotlib
 
     matplotlib.use("Agg")
+    left_out: dict[str, str] = {}
+    clean_auc = auc(y, s)
+    if math.isnan(clean_auc):
+        # a ROC needs both classes: an empty curve would look like a result
+        (out / "roc.png").unlink(missing_ok=True)
+        left_out["roc.png"] = "AUC is n/a: a ROC curve needs both real and synthetic items"
+    else:
+        _roc_plot(out, y, s, items, all_scores, gens, clean_auc)
+    _score_plots(out, y, s, rob, threshold, clean_auc)
+    return left_out
+
+
+def _roc_plot(out: Path, y, s, items: ItemSet, all_scores, gens, clean_auc: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
     fpr, tpr, _ = roc_curve(y, s)
-    ax.plot(fpr, tpr, label=f"all (AUC {auc(y, s):.3f})", lw=2)
+    ax.plot(fpr, tpr, label=f"all (AUC {clean_auc:.3f})", lw=2)
     labels = items.labels
     for g in gens[:8]:
         sel = np.array(
@@ -182,6 +221,11 @@ def _plots(out: Path, y, s, items: ItemSet, all_scores, gens, rob, threshold) ->
     fig.tight_layout()
     fig.savefig(out / "roc.png", dpi=110)
     plt.close(fig)
+
+
+def _score_plots(out: Path, y, s, rob, threshold, clean_auc: float) -> None:
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(0, 1, 31)
     ax.hist(s[y == 0], bins=bins, alpha=0.6, label="real")
@@ -195,11 +239,14 @@ def _plots(out: Path, y, s, items: ItemSet, all_scores, gens, rob, threshold) ->
     if rob:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         names = list(rob)
-        vals = [rob[n]["auc"] if rob[n]["auc"] is not None else np.nan for n in names]
+        # one class: the error rate that exists, under each perturbation
+        key = "auc" if not math.isnan(clean_auc) else ("fpr" if (y == 0).all() else "fnr")
+        vals = [rob[n][key] if rob[n][key] is not None else np.nan for n in names]
+        clean = clean_auc if key == "auc" else float(((s >= threshold) != y).mean())
         ax.bar(range(len(names)), vals, color="tab:blue")
-        ax.axhline(auc(y, s), color="k", ls="--", lw=1, label="clean")
+        ax.axhline(clean, color="k", ls="--", lw=1, label="clean")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set(ylim=(0, 1.02), ylabel="AUC", title="robustness")
+        ax.set(ylim=(0, 1.02), ylabel=key.upper(), title="robustness")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "robustness.png", dpi=110)

@@ -418,9 +418,12 @@ def detectors_evaluate(
     ov = result["overall"]
     o.print(
         f"{len(chosen)} items: AUC {ov['auc']} AP {ov['ap']} EER {ov['eer']} "
-        f"acc {ov['accuracy']} (threshold {result['threshold']:.4f})",
+        f"acc {ov['accuracy']} FPR {ov['fpr']} FNR {ov['fnr']} "
+        f"(threshold {result['threshold']:.4f})",
         markup=False,
     )
+    if result.get("note"):
+        o.print(f"  note: {result['note']}", markup=False)
     for g, m in result["per_generator"].items():
         o.print(f"  {g}: AUC {m['auc']} TPR@5%FPR {m['tpr_at_fpr_5']}", markup=False)
     for p, m in result.get("robustness", {}).items():

@@ -135,6 +135,35 @@ def manifest_import_csv(
     _report_import(report, as_json, strict)
 
 
+@app.command("import-feedback")
+def manifest_import_feedback(
+    scan_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A reviewed scan's folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for manifest.jsonl.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn an analyst's decisions (SCAN_DIR/feedback.jsonl, from `deepaudit review`) into
+    a dataset: real and synthetic files are kept, unsure ones, files reviewers disagree
+    about and files changed since the decision are left out and counted. Appends; run
+    `deepaudit manifest split` before training."""
+    from deepaudit.audit.feedback import import_feedback
+
+    with errors_to_exit():
+        report = import_feedback(scan_dir, out)
+    data = report.to_json()
+    if as_json:
+        print_json(data)
+        return
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "none"
+    left = ", ".join(f"{k} {v}" for k, v in report.left_out.items() if v) or "nothing"
+    stdout().print(
+        f"{data['manifest']}: added {report.added} (already present {report.already_present}); "
+        f"decisions: {labels}; left out: {left}; {len(report.manifest)} items in all",
+        markup=False,
+    )
+
+
 @app.command("builtin")
 def manifest_builtin(
     out: Annotated[Path, typer.Argument(help="Dataset folder to write into.")],
