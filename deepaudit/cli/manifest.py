@@ -332,17 +332,74 @@ def manifest_split(
         typer.Option(help="Keep items sharing this attribute (person, video) in one split."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Reassign items that have a split.")] = False,
+    leave_out: Annotated[
+        str | None,
+        typer.Option(help="Hold this generator out of training: a fold written to --out."),
+    ] = None,
+    leave_one_out: Annotated[
+        bool, typer.Option(help="One fold per generator, written to --out/<generator>/.")
+    ] = False,
+    newer_than: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on generators released before this date, test on the newer "
+            "(AI-GenBench); a fold written to --out."
+        ),
+    ] = None,
+    release_dates: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON or CSV: generator -> release date."),
+    ] = None,
+    real_group: Annotated[
+        str, typer.Option(help="Attribute tying a real item to a generator's subset.")
+    ] = "subset",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the fold(s).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Assign train/val/test by a hash of each id: stable when items are added later."""
+    """Assign train/val/test by a hash of each id: stable when items are added later.
+
+    With --leave-out, --leave-one-out or --newer-than, write folds that never train on the
+    held-out generators: their train/val items are left out, the rest of the manifest keeps
+    its splits (items without one get one by hash), and `detectors evaluate` on a fold
+    reports seen and held-out generators apart."""
     from deepaudit.manifest import read_manifest
 
+    folding = leave_out is not None or leave_one_out or newer_than is not None
+    if folding and out is None:
+        raise typer.BadParameter("--leave-out, --leave-one-out and --newer-than need --out")
+    if sum([leave_out is not None, leave_one_out, newer_than is not None]) > 1:
+        raise typer.BadParameter("give one of --leave-out, --leave-one-out, --newer-than")
     with errors_to_exit():
-        m = read_manifest(manifest).with_splits(
-            ratios=_parse_ratios(ratios), seed=seed, group_by=group_by, overwrite=overwrite
-        )
-        m.write()
-    _print_summary(m, as_json)
+        m = read_manifest(manifest)
+        if not folding:
+            m = m.with_splits(
+                ratios=_parse_ratios(ratios), seed=seed, group_by=group_by, overwrite=overwrite
+            )
+            m.write()
+            _print_summary(m, as_json)
+            return
+        from deepaudit import generator_folds as gf
+
+        opts = {"real_group": real_group or None, "ratios": _parse_ratios(ratios), "seed": seed}
+        if leave_one_out:
+            folds = {g.replace("/", "_"): f for g, f in gf.leave_one_out(m, **opts).items()}
+        elif leave_out is not None:
+            folds = {"": gf.hold_out(m, {leave_out}, **opts)}
+        else:
+            dates = gf.read_release_dates(release_dates) if release_dates else None
+            folds = {"": gf.newer_than(m, newer_than, dates=dates, **opts)}
+        written = []
+        for name, fold in folds.items():
+            new = fold.rebased(out / name if name else out)
+            new.write()
+            written.append(new)
+    if len(written) == 1:
+        _print_summary(written[0], as_json)
+    elif as_json:
+        print_json({"folds": {str(w.root): w.summary().to_json() for w in written}})
+    else:
+        for w in written:
+            _print_summary(w, False)
 
 
 @app.command("stats")
