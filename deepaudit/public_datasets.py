@@ -144,9 +144,10 @@ def import_synthbuster(
     if reals is None and inside:
         reals = inside[0]
     jobs: list[ImportJob] = []
+    skip = [d.resolve() for d in inside] + ([reals.resolve()] if reals is not None else [])
     for f, parts in _media_files(src):
-        if reals is not None and f.resolve().is_relative_to(reals.resolve()):
-            continue
+        if any(f.resolve().is_relative_to(d) for d in skip):
+            continue  # the reals, or a RAISE folder left beside the one given
         if not parts:
             raise DatasetLayoutError(
                 f, "sits at the top of a Synthbuster folder; images belong in a generator folder"

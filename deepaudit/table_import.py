@@ -90,26 +90,42 @@ def _table_files(path: Path, suffixes: Sequence[str]) -> list[Path]:
     return files
 
 
-def _read_arrow(file: Path) -> Any:
+def _arrow_batches(file: Path, *, schema_only: bool = False) -> Any:
+    """(schema, iterator of record batches) of a Parquet or Arrow file, read batch by batch
+    so a shard of embedded images is never held whole in memory."""
     pa = _pyarrow()
     try:
         if file.suffix.lower() == ".parquet":
-            return pa.parquet.read_table(file)
-        with pa.memory_map(str(file)) as source:
-            try:
-                return pa.ipc.open_stream(source).read_all()  # what datasets.save_to_disk writes
-            except pa.ArrowInvalid:
-                source.seek(0)
-                return pa.ipc.open_file(source).read_all()
+            pf = pa.parquet.ParquetFile(file)
+            return pf.schema_arrow, (iter(()) if schema_only else pf.iter_batches(batch_size=256))
+        source = pa.memory_map(str(file))
+        try:
+            reader = pa.ipc.open_stream(source)  # what datasets.save_to_disk writes
+            batches = iter(reader)
+        except pa.ArrowInvalid:
+            source.seek(0)
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        return reader.schema, batches
     except (OSError, pa.ArrowException) as exc:
         raise DatasetLayoutError(file, f"cannot read as a table ({exc})") from exc
 
 
-def _class_names(table: Any, file: Path, column: str) -> list[str] | None:
+def _arrow_rows(file: Path) -> Iterator[dict[str, Any]]:
+    pa = _pyarrow()
+    _, batches = _arrow_batches(file)
+    try:
+        for batch in batches:
+            yield from batch.to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise DatasetLayoutError(file, f"cannot read as a table ({exc})") from exc
+
+
+def _class_names(schema: Any, file: Path, column: str) -> list[str] | None:
     """A ``datasets`` ClassLabel's names (label 0 = names[0] ...), from the schema or the
     ``dataset_info.json`` that ``save_to_disk`` writes beside its ``.arrow`` files."""
     infos = []
-    meta = table.schema.metadata or {}
+    meta = schema.metadata or {}
     if b"huggingface" in meta:
         infos.append(json.loads(meta[b"huggingface"]).get("info", {}))
     beside = file.parent / "dataset_info.json"
@@ -131,8 +147,8 @@ def read_table_rows(file: str | os.PathLike[str]) -> tuple[list[str], Iterator[d
     f = Path(file)
     suffix = f.suffix.lower()
     if suffix in TABLE_SUFFIXES:
-        table = _read_arrow(f)
-        return list(table.column_names), iter(table.to_pylist())
+        schema, _ = _arrow_batches(f, schema_only=True)
+        return list(schema.names), _arrow_rows(f)
     try:
         if suffix == ".csv":
             with open(f, newline="", encoding="utf-8-sig") as fh:
@@ -241,14 +257,14 @@ def import_table(
     files = _table_files(src, TABLE_SUFFIXES)
     plans = []
     for f in files:  # check every table's columns before writing anything
-        data = _read_arrow(f)
-        columns = list(data.column_names)
+        schema, _ = _arrow_batches(f, schema_only=True)
+        columns = list(schema.names)
         img = _pick(columns, image_column, _IMAGE_NAMES) or next(
             (
                 c
                 for c in columns
-                if str(data.schema.field(c).type) in ("binary", "large_binary")
-                or "bytes" in str(data.schema.field(c).type)
+                if str(schema.field(c).type) in ("binary", "large_binary")
+                or "bytes" in str(schema.field(c).type)
             ),
             None,
         )
@@ -269,15 +285,15 @@ def import_table(
                 f,
                 f"no label column found (give label_column or label); columns {', '.join(columns)}",
             )
-        plans.append((f, data, img, lab, gen, prompt))
+        plans.append((f, schema, img, lab, gen, prompt))
     base = Path(root) if root is not None else None
     jobs: list[ImportJob] = []
     problems: list[DeepauditError] = []
-    for f, data, img, lab, gen, prompt in plans:
-        names = _class_names(data, f, lab) if lab else None
+    for f, schema, img, lab, gen, prompt in plans:
+        names = _class_names(schema, f, lab) if lab else None
         file_split = _split_of(f, src)
         reserved = {img, lab, gen, prompt, split_column}
-        for row_no, row in enumerate(data.to_pylist()):
+        for row_no, row in enumerate(_arrow_rows(f)):
             where = f"{f}: row {row_no}"
             row_label = label or _label_of(row.get(lab), names)
             if row_label is None:
