@@ -8,8 +8,8 @@ resize audit; one pass over the decoded files for every variant) and writes:
   generator's items against all real items); a robustness sweep (JPEG 95/75/50, resize
   0.5/0.75/1.5, blur σ 1/2, noise σ 5, applied to every item before the centre crop);
   ``shortcuts``: the protocol's report (re-encoding, the classes' formats and sizes, the
-  resize audit, the format-shortcut check: files as they are vs both classes re-encoded as
-  JPEG q95; a large AUC drop means the detector leaned on file format, not content), with
+  resize audit, the format-shortcut check: files as they are vs both classes re-encoded
+  alike; a large AUC drop means the detector leaned on file format, not content), with
   ``format_shortcut`` also at the top level; ``generalisation`` when the detector's
   training generators are known (seen vs held-out generators);
 - ``predictions.jsonl``: one line per item — id, path, label, score, generator, source,
@@ -33,9 +33,16 @@ from typing import Any
 import numpy as np
 
 from deepaudit.detectors.data import ItemSet
+from deepaudit.detectors.generalisation import generalisation_report
 from deepaudit.detectors.inference import score_items
 from deepaudit.detectors.metrics import auc, binary_report, roc_curve
-from deepaudit.detectors.protocol import DEFAULT_ENCODE, EncodePolicy
+from deepaudit.detectors.protocol import (
+    DEFAULT_ENCODE,
+    EncodePolicy,
+    protocol_variants,
+    score_variants,
+    shortcut_report,
+)
 
 __all__ = ["DEFAULT_ROBUSTNESS", "cross_generator", "evaluate_detector"]
 
@@ -79,8 +86,6 @@ def evaluate_detector(
     ``encode=None`` scores the files as they are (``--as-is``); ``trained_on`` names the
     generators the detector was trained on, to report seen and held-out ones apart.
     """
-    from deepaudit.detectors.generalisation import generalisation_report
-    from deepaudit.detectors.protocol import protocol_variants, score_variants, shortcut_report
     from deepaudit.perturb import parse_perturbation
 
     out = Path(out_dir)
