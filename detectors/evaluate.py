@@ -1,12 +1,17 @@
 """Evaluation grids: overall, per generator, robustness, format shortcut, cross-generator.
 
-:func:`evaluate_detector` scores a trained detector on a manifest's items and writes:
+:func:`evaluate_detector` scores a trained detector on a manifest's items under the
+protocol of :mod:`deepaudit.detectors.protocol` (both classes re-encoded identically; a
+resize audit; one pass over the decoded files for every variant) and writes:
 
 - ``metrics.json``: overall metrics with 95% bootstrap intervals; per generator (each
   generator's items against all real items); a robustness sweep (JPEG 95/75/50, resize
   0.5/0.75/1.5, blur σ 1/2, noise σ 5, applied to every item before the centre crop);
-  a format-shortcut check (every item re-encoded as JPEG q95: a large AUC drop means the
-  detector leaned on file format, not content);
+  ``shortcuts``: the protocol's report (re-encoding, the classes' formats and sizes, the
+  resize audit, the format-shortcut check: files as they are vs both classes re-encoded
+  alike; a large AUC drop means the detector leaned on file format, not content), with
+  ``format_shortcut`` also at the top level; ``generalisation`` when the detector's
+  training generators are known (seen vs held-out generators);
 - ``predictions.jsonl``: one line per item — id, path, label, score, generator, source,
   split, attributes — what the fairness audit reads;
 - ``roc.png``, ``scores.png``, ``robustness.png``.
@@ -21,15 +26,23 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepaudit.detectors.data import ItemSet
+from deepaudit.detectors.generalisation import generalisation_report
 from deepaudit.detectors.inference import score_items
 from deepaudit.detectors.metrics import auc, binary_report, roc_curve
+from deepaudit.detectors.protocol import (
+    DEFAULT_ENCODE,
+    EncodePolicy,
+    protocol_variants,
+    score_variants,
+    shortcut_report,
+)
 from deepaudit.errors import DeepauditError
 
 __all__ = ["DEFAULT_ROBUSTNESS", "cross_generator", "evaluate_detector"]
@@ -62,26 +75,32 @@ def evaluate_detector(
     *,
     robustness: Sequence[str] = DEFAULT_ROBUSTNESS,
     format_check: bool = True,
+    encode: EncodePolicy | None = DEFAULT_ENCODE,
+    resize_audit: bool = True,
+    trained_on: Collection[str] | None = None,
     bootstrap: int = 1000,
     tracker: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score ``items`` (all of them: pass a split with ``items.split("test")``) and report."""
+    """Score ``items`` (all of them: pass a split with ``items.split("test")``) and report.
+
+    ``encode=None`` scores the files as they are (``--as-is``); ``trained_on`` names the
+    generators the detector was trained on, to report seen and held-out ones apart.
+    """
     from deepaudit.perturb import parse_perturbation
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     one_class = _one_class_note(items)
     perturbations = [parse_perturbation(s) for s in robustness]
-    stages = 1 + len(perturbations) + int(format_check)
-    done = 0
-
-    def stage_progress(k: int, n: int) -> None:
-        if progress is not None:
-            progress(done * len(items) + k, stages * len(items))
-
-    scores = score_items(det, items, progress=stage_progress)
-    done += 1
+    variants = protocol_variants(
+        encode=encode,
+        robustness=perturbations,
+        resize_audit=resize_audit,
+        format_check=format_check,
+    )
+    scored = score_variants(det, items, variants, encode=encode, progress=progress)
+    scores = scored.scores["main"]
     ok = ~np.isnan(scores)
     y = items.labels
     result: dict[str, Any] = {
@@ -122,8 +141,7 @@ def evaluate_detector(
             )
     rob: dict[str, Any] = {}
     for p in perturbations:
-        s = score_items(det, items, perturb=lambda im, p=p: p.apply(im), progress=stage_progress)
-        done += 1
+        s = scored.scores[p.spec]
         m = ~np.isnan(s)
         rep = binary_report(y[m], s[m], threshold=det.threshold, bootstrap=0).to_json()
         rob[p.spec] = {
@@ -131,21 +149,13 @@ def evaluate_detector(
             for k in ("auc", "ap", "accuracy", "real_accuracy", "synthetic_accuracy", "fpr", "fnr")
         }
     result["robustness"] = rob
-    if format_check:
-        from deepaudit.perturb import Perturbation
-
-        q95 = Perturbation("jpeg", 95)
-        s = score_items(det, items, perturb=q95.apply, progress=stage_progress)
-        m = ~np.isnan(s)
-        after = auc(y[m], s[m])
-        before = result["overall"]["auc"]
-        drop = None if after is None or before is None or math.isnan(after) else before - after
-        result["format_shortcut"] = {
-            "auc_original": before,
-            "auc_all_jpeg95": _clean(after),
-            "auc_drop": drop,
-            "shortcut_suspected": bool(drop is not None and drop > 0.1),
-        }
+    result["shortcuts"] = shortcut_report(
+        items, scored, encode=encode, main_auc=result["overall"]["auc"]
+    )
+    if "format_shortcut" in result["shortcuts"]:
+        result["format_shortcut"] = result["shortcuts"]["format_shortcut"]
+    if trained_on:
+        result["generalisation"] = generalisation_report(result["per_generator"], trained_on, items)
     if hasattr(det, "predict_map") and any(i.mask is not None for i in items if i.label == 1):
         from deepaudit.detectors.localize import localization_report
 

@@ -27,10 +27,11 @@ def test_evaluate_writes_metrics_predictions_and_plots(detector_data, tmp_path):
     }
     assert set(result["robustness"]) >= {"jpeg:75", "resize:0.5", "blur:2", "noise:5"}
     shortcut = result["format_shortcut"]
-    assert shortcut["auc_original"] == result["overall"]["auc"]
+    assert shortcut["auc_reencoded"] == result["overall"]["auc"]  # scored re-encoded
     assert shortcut["auc_drop"] == pytest.approx(
-        shortcut["auc_original"] - shortcut["auc_all_jpeg95"]
+        shortcut["auc_original"] - shortcut["auc_reencoded"]
     )
+    assert result["shortcuts"]["format_shortcut"] == shortcut
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["overall"] == result["overall"] and saved["format_shortcut"] == shortcut
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
