@@ -42,11 +42,15 @@ def object_mask(image: np.ndarray, seed: int, *, min_area: float = 0.05) -> np.n
     Falls back to the seeded rectangle when no region has that size (a flat image).
     """
     from scipy import ndimage
+    from skimage import graph
     from skimage.segmentation import felzenszwalb
 
     h, w = image.shape[:2]
+    rgb = image[..., :3]
     scale = max(50.0, 0.5 * (h * w) ** 0.5)  # coarser segments for larger photos
-    labels = felzenszwalb(image[..., :3], scale=scale, sigma=0.8, min_size=max(16, h * w // 200))
+    labels = felzenszwalb(rgb, scale=scale, sigma=0.8, min_size=max(16, h * w // 200))
+    # felzenszwalb splits one object along its soft edges: merge neighbours of like colour
+    labels = graph.cut_threshold(labels, graph.rag_mean_color(rgb, labels), 30)
     areas = np.bincount(labels.ravel()) / float(h * w)
     fitting = np.flatnonzero((areas >= min_area) & (areas <= 0.4))
     if fitting.size == 0:
