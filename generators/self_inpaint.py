@@ -17,6 +17,7 @@ downloaded); the mask is saved beside each twin and named in the manifest.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from deepaudit.generators.pretrained import PretrainedPipelineGenerator, default
 __all__ = ["SelfInpaintGenerator", "object_mask"]
 
 MaskShape = Literal["rectangle", "object"]
-_MULTIPLE = 8  # Stable Diffusion's autoencoder downsamples by 8
+logger = logging.getLogger(__name__)
 
 
 def object_mask(image: np.ndarray, seed: int, *, min_area: float = 0.05) -> np.ndarray:
@@ -102,6 +103,8 @@ class SelfInpaintGenerator(BatchedGenerator):
         self.mask, self.whole = mask, bool(whole)
         self.restore_background = bool(restore_background)
         self.batch_size = max(1, int(batch_size))
+        # the pipeline rounds sizes down to its autoencoder's multiple: pad up to it instead
+        self.multiple = int(getattr(self.pipeline.pipe, "vae_scale_factor", 8))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -130,7 +133,7 @@ class SelfInpaintGenerator(BatchedGenerator):
                 raise ValueError("self-inpaint: every request needs an init_image (a real photo)")
             by_shape.setdefault(r.init_image.shape[:2], []).append(k)
         for (h, w), idx in by_shape.items():  # the pipeline takes one size per call
-            pad_h, pad_w = -h % _MULTIPLE, -w % _MULTIPLE
+            pad_h, pad_w = -h % self.multiple, -w % self.multiple
             reals = [np.asarray(requests[k].init_image)[..., :3] for k in idx]
             masks = [
                 r.mask if r.mask is not None else self._mask_for(img, int(r.seed))
@@ -151,9 +154,10 @@ class SelfInpaintGenerator(BatchedGenerator):
             made = self.pipeline.generate(padded)
             for k, img, m, item in zip(idx, reals, masks, made, strict=True):
                 px = item.pixels[:h, :w]
-                if px.shape[:2] != (h, w):  # the pipeline rounded the size down
+                if px.shape[:2] != (h, w):  # a pipeline that rounds sizes its own way
                     from PIL import Image
 
+                    logger.warning("self-inpaint: output %s resized to %dx%d", px.shape, w, h)
                     px = np.asarray(Image.fromarray(item.pixels).resize((w, h), Image.LANCZOS))
                 if self.restore_background:
                     px = np.where(m[..., None] > 127, px, img)
