@@ -40,6 +40,10 @@ REAL_FOLDER = "real"  # where the reals of a paired dataset live; ids are real/<
 _PAIR_CHARS = 16  # 64 bits of the SHA-256: no collision in any dataset this will see
 _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 _WEBP_LOSSY_QUALITY = 90  # WebP keeps no quality setting to estimate from
+# Formats a twin can be written in, with the suffix used when the real's own does not fit.
+_WRITABLE = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+_WRITABLE |= {"GIF": ".gif"}
+_WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 # ImageOps.exif_transpose turns a stored image upright; these turn an upright one back.
 _TO_STORED = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
 _TO_STORED |= {6: "ROTATE_90", 7: "TRANSVERSE", 8: "ROTATE_270"}
@@ -114,16 +118,27 @@ def read_encoding(path: str | os.PathLike[str]) -> ImageEncoding:
     from PIL import Image, JpegImagePlugin
 
     from deepaudit.media import image_exif
+    from deepaudit.media_formats import extension_matches
 
     p = Path(path)
     try:
         with Image.open(p) as im:
-            fmt = im.format or ""
+            fmt = "JPEG" if im.format == "MPO" else (im.format or "")  # phones write MPO
+            if fmt not in _WRITABLE:
+                raise MediaError(
+                    p,
+                    f"cannot write a twin as {im.format or 'this format'}; convert the real "
+                    "images to PNG or JPEG first",
+                )
             exif = image_exif(im)
             orientation = int(exif.get(0x0112, 1)) if exif is not None else 1
+            suffix = p.suffix.lower()
+            # a PNG named .jpg stays a PNG (its twin is a .png); .jfif and such become .jpg
+            if suffix not in _WRITABLE_SUFFIXES or not extension_matches(p, fmt.lower()):
+                suffix = _WRITABLE[fmt]
             common: dict[str, Any] = {
                 "format": fmt,
-                "suffix": p.suffix.lower() or ".png",
+                "suffix": suffix,
                 "mode": "L" if im.mode in ("L", "LA", "1", "I;16", "I") else "RGB",
                 "orientation": orientation if orientation in _TO_STORED else 1,
                 "icc_profile": im.info.get("icc_profile"),

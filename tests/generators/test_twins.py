@@ -58,6 +58,19 @@ def test_png_greyscale_and_lossless_webp_stay_what_they_are(tmp_path, photo):
     assert np.array_equal(read_image(tmp_path / "twin-c.webp"), photo)
 
 
+def test_a_misnamed_file_gets_a_twin_in_its_real_format_and_odd_formats_are_refused(
+    tmp_path, photo
+):
+    from deepaudit.errors import MediaError
+
+    Image.fromarray(photo).save(tmp_path / "named.jpg", format="PNG")
+    twin = write_twin(tmp_path / "twin", photo, read_encoding(tmp_path / "named.jpg"))
+    assert twin.suffix == ".png" and Image.open(twin).format == "PNG"
+    Image.fromarray(photo).save(tmp_path / "icon.ico")
+    with pytest.raises(MediaError, match=r"icon\.ico: cannot write a twin as ICO"):
+        read_encoding(tmp_path / "icon.ico")
+
+
 def test_a_sideways_photo_gets_a_sideways_twin_with_the_same_orientation_tag(tmp_path, photo):
     exif = Image.Exif()
     exif[0x0112] = 6
