@@ -29,6 +29,17 @@ Example (every key is optional unless marked)::
     init_from = "real/"          # img2img/inpaint/edit/upscale inputs: manifest or folder
     post = []                    # added after the suite's post
     options = { steps = 20 }     # passed to the generator (steps, guidance, sampler, ...)
+
+Paired entries (``vae-reconstruct``, ``self-inpaint``) make one synthetic twin per real
+image of ``init_from`` (``count`` defaults to all of them): the real file is placed under
+``real/`` and both items carry the same ``pair`` id; the twin keeps the real's size and file
+format (:mod:`generators.twins`), so the suite's ``format`` does not apply to them, and
+``post`` and ``watermark``, which would tell a twin from its real, are refused::
+
+    [[generate]]
+    generator = "vae-reconstruct"
+    model = "weights/sdxl-vae"   # AutoencoderKL folder, pipeline folder or .safetensors
+    init_from = "photos/"        # manifest folder (attributes and splits kept) or folder
 """
 
 from __future__ import annotations
@@ -88,6 +99,7 @@ class SuiteEntry:
     post: tuple[Perturbation, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     watermark: str | None = None  # overrides the suite's; "none" turns it off
+    paired: bool = False  # a twin per real image of init_from (see generators.twins)
 
 
 @dataclass(frozen=True)
@@ -170,13 +182,24 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
         bad = set(e) - _ENTRY_KEYS
         if bad:
             raise _fail(p, f"unknown key(s) {sorted(bad)} in {where}; valid: {sorted(_ENTRY_KEYS)}")
-        if "generator" not in e or "count" not in e:
+        if "generator" not in e:
             raise _fail(p, f"{where} needs 'generator' and 'count'")
         try:
-            generator_entry(str(e["generator"]))
+            paired = bool(generator_entry(str(e["generator"])).metadata.get("paired"))
         except ValueError as exc:
             raise _fail(p, f"{where}: {exc}") from None
-        count = int(e["count"])
+        if "count" not in e and not paired:
+            raise _fail(p, f"{where} needs 'generator' and 'count'")
+        if paired:
+            count = _check_paired(p, where, e, rel(e["init_from"]) if "init_from" in e else None)
+            if suite.get("post") or (suite.get("watermark") and e.get("watermark") != "none"):
+                raise _fail(
+                    p,
+                    f"{where}: {e['generator']} makes twins of real photos; the suite's post "
+                    "and watermark would tell a twin from its real, move them to other entries",
+                )
+        else:
+            count = int(e["count"])
         if count < 0:
             raise _fail(p, f"{where}: count must be >= 0")
         name = str(e.get("name", e["generator"]))
@@ -226,6 +249,7 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
                 post=post + epost,
                 options=options,
                 watermark=ewm,
+                paired=paired,
             )
         )
     return SuiteSpec(
@@ -288,6 +312,7 @@ def run_suite(
 
     ``limit_batches`` stops after that many batches (tests use it to simulate a kill).
     """
+    from deepaudit.generators.twins import list_real_photos
     from deepaudit.manifest import ManifestWriter
 
     out = Path(out_dir)
@@ -309,7 +334,7 @@ def run_suite(
             gens[e.name] = create_generator(e.generator, **cfg)
         except TypeError as exc:
             raise _fail(spec.path, f"{e.name}: bad options for {e.generator}: {exc}") from None
-        needs_init = getattr(gens[e.name], "task", None) in (
+        needs_init = e.paired or getattr(gens[e.name], "task", None) in (
             "img2img",
             "inpaint",
             "instruct",
@@ -328,7 +353,11 @@ def run_suite(
             progress(done, spec.total)
         for e in spec.entries:
             gen = gens[e.name]
-            inits = _init_images(e.init_from) if e.init_from is not None else []
+            reals = list_real_photos(e.init_from) if e.paired and e.init_from else []
+            if e.paired:
+                inits = [r.path for r in reals]
+            else:
+                inits = _init_images(e.init_from) if e.init_from is not None else []
             for start in range(0, e.count, spec.batch_size):
                 idx = list(range(start, min(e.count, start + spec.batch_size)))
                 todo = [i for i in idx if _item_id(e, i) not in writer]
@@ -354,7 +383,12 @@ def run_suite(
                 for i, item in zip(idx, items, strict=True):
                     if item is None or i not in todo:
                         continue
-                    writer.write(_save_item(spec, e, i, item, out, creds))
+                    if e.paired:
+                        for row in _save_pair(spec, e, i, item, reals, out, creds):
+                            if row.id not in writer:  # a real is written once, for all twins
+                                writer.write(row)
+                    else:
+                        writer.write(_save_item(spec, e, i, item, out, creds))
                     report.generated += 1
                     report.per_generator[e.name] = report.per_generator.get(e.name, 0) + 1
                     done += 1
@@ -375,6 +409,28 @@ def run_suite(
         + "\n"
     )
     return report
+
+
+def _check_paired(p: Path, where: str, e: dict[str, Any], init: Path | None) -> int:
+    """The count of a paired entry (all its real images by default), after its checks."""
+    from deepaudit.generators.twins import REAL_FOLDER, list_real_photos
+
+    gen = e["generator"]
+    if init is None or not init.exists():
+        raise _fail(p, f"{where}: {gen} needs init_from (real images) that exist")
+    for key in ("post", "watermark"):
+        if e.get(key) not in (None, [], "none"):
+            raise _fail(
+                p,
+                f"{where}: {gen} makes twins of real photos; {key} would tell a twin "
+                "from its real, so it is refused here",
+            )
+    if str(e.get("name", gen)) == REAL_FOLDER:
+        raise _fail(p, f"{where}: name {REAL_FOLDER!r} is where the real photos go; pick another")
+    n = len(list_real_photos(init))
+    if n == 0:
+        raise _fail(p, f"{where}: no real images in {init}")
+    return int(e.get("count", n))
 
 
 def _item_id(e: SuiteEntry, i: int) -> str:
@@ -405,6 +461,37 @@ def _record_failure(path: Path, e: SuiteEntry, r: Any, exc: BaseException, repor
     report.failed.append(entry)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
+
+
+def _save_pair(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, reals: list, out: Path, creds):
+    """The real image (placed once) and its twin, in the real's format (generators.twins)."""
+    from deepaudit.generators.twins import pair_items
+
+    sign = None
+    if creds is not None:
+        from deepaudit.c2pa_layer import sign_file
+
+        params = {"seed": item.info.seed, "model": item.info.model}
+
+        def sign(path: Path) -> None:
+            sign_file(path, creds, digital_source_type="trainedAlgorithmicMedia", parameters=params)
+
+    (out / e.name).mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {"suite": spec.name}
+    if creds is not None:
+        extra["c2pa"] = True
+    return pair_items(
+        out,
+        out / e.name / f"{i:06d}",
+        _item_id(e, i),
+        item.pixels,
+        reals[i % len(reals)],
+        source=e.name,
+        generator=item.info,
+        mask=item.mask,
+        extra=extra,
+        sign=sign,
+    )
 
 
 def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, creds: Any):

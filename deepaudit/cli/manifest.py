@@ -358,7 +358,10 @@ def manifest_split(
     ),
     group_by: Annotated[
         str | None,
-        typer.Option(help="Keep items sharing this attribute (person, video) in one split."),
+        typer.Option(
+            help="Keep items sharing this attribute (person, video) in one split; 'pair' keeps "
+            "each real photo with its synthetic twins."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Reassign items that have a split.")] = False,
     leave_out: Annotated[
