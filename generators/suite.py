@@ -219,11 +219,11 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
         options = dict(e.get("options", {}))
         if "model" in options:
             raise _fail(p, f"{where}: give model as a key of the entry, not in options")
-        for key, value in options.items():
-            if key.endswith("_from") and isinstance(value, str):
-                options[key] = rel(value)
-                if not options[key].exists():
-                    raise _fail(p, f"{where}: {key} not found: {options[key]}")
+        for option, value in options.items():
+            if option.endswith("_from") and isinstance(value, str):
+                options[option] = rel(value)
+                if not options[option].exists():
+                    raise _fail(p, f"{where}: {option} not found: {options[option]}")
         entries.append(
             SuiteEntry(
                 generator=str(e["generator"]),
