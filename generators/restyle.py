@@ -21,6 +21,7 @@ back at the source's size and frame rate. Each request carries one source video.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -169,7 +170,8 @@ class VideoRestyleGenerator:
         self.pipe = pipe.to(self.policy.device)
         self.model_name = self.path.name
         down = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-        self.multiple = int(pipe.vae_scale_factor) * down
+        # the latents must pass the UNet's downsamplings; the pipelines also insist on 8
+        self.multiple = math.lcm(8, int(pipe.vae_scale_factor) * down)
 
     def describe(self) -> dict[str, Any]:
         return {

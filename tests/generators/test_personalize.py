@@ -198,3 +198,23 @@ width = 32
     assert len({i.split for i in split}) == 1
     runs = tracker.client.search_runs([tracker.experiment_id("personalize-lora")])
     assert len(runs) == 1 and runs[0].data.params["subject"] == "alice"
+
+
+def test_cli_trains_a_subject_lora_and_says_how_to_use_it(
+    tmp_path, monkeypatch, tiny_pipelines, subject_photos
+):
+    from typer.testing import CliRunner
+
+    from deepaudit.cli import app
+
+    monkeypatch.chdir(tmp_path)  # the mlflow store lands here
+    runner = CliRunner()
+    base = ["generators", "personalize", "--photos", str(subject_photos), "--subject", "carol"]
+    bad = runner.invoke(app, [*base, "--base", str(tmp_path), "--out", "x"])
+    assert bad.exit_code == 1 and "not a diffusers pipeline folder" in bad.stderr
+    args = ["--base", str(tiny_pipelines["text2img"]), "--out", "carol", "--steps", "1"]
+    done = runner.invoke(app, [*base, *args])
+    assert done.exit_code == 0, done.stderr
+    assert 'generator = "personalize"' in done.stdout
+    assert read_subject_lora(tmp_path / "carol").subject == "carol"
+    assert (tmp_path / "mlflow.db").is_file()

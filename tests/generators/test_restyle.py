@@ -23,9 +23,24 @@ def pan(photo):
     return np.ascontiguousarray(frames[:, 4:40])
 
 
-def test_pipeline_restyles_at_the_source_size_and_fps(tiny_pipelines, pan):
-    gen = create_generator("video-restyle", model=tiny_pipelines["text2video"], steps=2)
-    assert gen.describe()["pipeline"] == "VideoToVideoSDPipeline"
+@pytest.fixture(scope="module")
+def animatediff(tmp_path_factory):
+    from deepaudit.generators.tiny_pipelines import write_tiny_pipeline
+
+    return write_tiny_pipeline("animatediff", tmp_path_factory.mktemp("pipes") / "animatediff")
+
+
+@pytest.mark.parametrize(
+    ("which", "runs_as"),
+    [
+        ("text2video", "VideoToVideoSDPipeline"),
+        ("animatediff", "AnimateDiffVideoToVideoPipeline"),
+    ],
+)
+def test_pipeline_restyles_at_the_source_size_and_fps(request, tiny_pipelines, pan, which, runs_as):
+    folder = tiny_pipelines[which] if which == "text2video" else request.getfixturevalue(which)
+    gen = create_generator("video-restyle", model=folder, steps=2, device="cpu")
+    assert gen.describe()["pipeline"] == runs_as
     req = GenerationRequest(seed=3, prompt="a watercolor", init_video=pan, init_fps=12.0)
     (item,) = gen.generate([req])
     assert item.kind == "video" and item.pixels.shape == pan.shape and item.fps == 12.0
