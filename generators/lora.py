@@ -246,6 +246,7 @@ def train_subject_lora(
     instance = model.encode_images(_square(photos.images, size))
     prior = None
     if prior_photos is not None or config.prior_count:
+        model.prior_cond(1)  # refuses a model that has nothing to preserve, before any work
         prior = model.encode_images(_square(_prior_images(model, config, prior_photos, out), size))
     model.add_adapter()
     params = [p for p in model.unet.parameters() if p.requires_grad]
@@ -450,6 +451,11 @@ class _PipelineBackend(_Backend):
             raise DependencyError(
                 f"{base}: {type(pipe).__name__} is not a Stable Diffusion style text-to-image "
                 "pipeline with LoRA support"
+            )
+        if pipe.unet.config.get("addition_embed_type") is not None:
+            raise DependencyError(
+                f"{base}: {type(pipe).__name__}'s UNet needs added conditioning (SDXL style); "
+                "subject LoRA supports the Stable Diffusion 1.x/2.x layout"
             )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(dev)
