@@ -120,6 +120,7 @@ def class_model(tmp_path_factory):
     return train_diffusion(cfg, root / "model", data=data, device="cpu")
 
 
+@pytest.mark.slow
 def test_one_class_of_a_model_trained_here_becomes_the_subject(
     tmp_path, class_model, subject_photos
 ):
@@ -153,6 +154,7 @@ def test_bad_subject_inputs_say_what_is_wrong(tmp_path, class_model, subject_pho
         SubjectConfig(subject="a/b")
 
 
+@pytest.mark.slow
 def test_suite_trains_the_subject_then_generates_and_resumes(
     tmp_path, tiny_pipelines, subject_photos
 ):

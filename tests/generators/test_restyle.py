@@ -50,14 +50,20 @@ def test_pipeline_restyles_at_the_source_size_and_fps(request, tiny_pipelines, p
         gen.generate([GenerationRequest(seed=0, prompt="x")])
 
 
+@pytest.mark.slow
 def test_video_unet_trained_here_keeps_more_structure_at_low_strength(video_model, pan):
     def distance(strength: float) -> float:
         gen = create_generator(
-            "video-restyle", model=video_model, strength=strength, steps=5, device="cpu"
+            "video-restyle",
+            model=video_model,
+            strength=strength,
+            steps=5,
+            max_frames=4,
+            device="cpu",
         )
         (item,) = gen.generate([GenerationRequest(seed=1, init_video=pan, init_fps=10.0)])
-        assert item.pixels.shape == pan.shape and item.fps == 10.0
-        return float(np.abs(item.pixels.astype(int) - pan.astype(int)).mean())
+        assert item.pixels.shape == pan[:4].shape and item.fps == 10.0
+        return float(np.abs(item.pixels.astype(int) - pan[:4].astype(int)).mean())
 
     # SDEdit: the less of the trajectory is re-generated, the closer to the source
     assert distance(0.2) < distance(1.0)
@@ -77,6 +83,7 @@ def test_processing_size_fits_the_model_and_the_budget():
     assert processing_size(1080, 1920, max_side=512, multiple=64) == (256, 512)
 
 
+@pytest.mark.slow
 def test_suite_pairs_each_restyled_video_with_its_signed_source(tmp_path, video_model, pan, creds):
     from deepaudit.audit.provenance import inspect_provenance
 
