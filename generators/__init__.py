@@ -23,7 +23,9 @@ from deepaudit.generators.families import GENERATOR_FAMILIES, GeneratorFamily, t
 from deepaudit.generators import (  # noqa: F401  isort: skip
     autoencoders,
     diffusion,
+    personalize,
     pretrained,
+    restyle,
     self_inpaint,
     video,
 )

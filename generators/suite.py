@@ -40,6 +40,13 @@ format (:mod:`generators.twins`), so the suite's ``format`` does not apply to th
     generator = "vae-reconstruct"
     model = "weights/sdxl-vae"   # AutoencoderKL folder, pipeline folder or .safetensors
     init_from = "photos/"        # manifest folder (attributes and splits kept) or folder
+
+Options whose name ends in ``_from`` are paths relative to the spec, like ``init_from``
+(``personalize``'s ``subject_from``). A generator that must be fitted first (``personalize``
+trains its subject LoRA) does so inside the dataset folder before its items, resuming like
+the items do, and its real training photos join the manifest. Items made from a source file
+(img2img, inpaint, edit, upscale, video-restyle) record it as ``init`` (path, sha256 and, from
+a manifest, id); restyled videos are signed as ``c2pa.edited`` with the source as ingredient.
 """
 
 from __future__ import annotations
@@ -235,6 +242,11 @@ def load_suite(path: str | os.PathLike[str]) -> SuiteSpec:
         options = dict(e.get("options", {}))
         if "model" in options:
             raise _fail(p, f"{where}: give model as a key of the entry, not in options")
+        for option, value in options.items():
+            if option.endswith("_from") and isinstance(value, str):
+                options[option] = rel(value)
+                if not options[option].exists():
+                    raise _fail(p, f"{where}: {option} not found: {options[option]}")
         entries.append(
             SuiteEntry(
                 generator=str(e["generator"]),
@@ -288,16 +300,34 @@ class GenerateReport:
         }
 
 
-def _init_images(src: Path) -> list[Path]:
+# tasks that start from a source file, and the kind of file
+_NEEDS_INIT = {
+    "img2img": "image",
+    "inpaint": "image",
+    "instruct": "image",
+    "upscale": "image",
+    "video2video": "video",
+}
+
+
+@dataclass(frozen=True)
+class _Init:
+    path: Path
+    id: str | None = None  # the item id when the source came from a manifest
+
+
+def _init_images(src: Path, kind: str = "image") -> list[_Init]:
     from deepaudit.manifest import MANIFEST_NAME, read_manifest
     from deepaudit.manifest_import import iter_files
+    from deepaudit.media import sniff_format
 
     if (src / MANIFEST_NAME).is_file():
         m = read_manifest(src)
-        return [m.resolve(i) for i in m.items if i.kind == "image" and i.label == "real"]
-    if src.is_dir():
-        return list(iter_files(src))
-    return [src]
+        return [_Init(m.resolve(i), i.id) for i in m.items if i.kind == kind and i.label == "real"]
+    files = list(iter_files(src)) if src.is_dir() else [src]
+    if kind == "video":
+        files = [f for f in files if sniff_format(f).kind == "video"]
+    return [_Init(f) for f in files]
 
 
 def run_suite(
@@ -307,10 +337,12 @@ def run_suite(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     limit_batches: int | None = None,
+    tracker: Any = None,
 ) -> GenerateReport:
     """Generate every item of ``spec`` into ``out_dir`` (resuming), returning counts.
 
     ``limit_batches`` stops after that many batches (tests use it to simulate a kill).
+    ``tracker``: where generators that train first (``personalize``) log their runs.
     """
     from deepaudit.generators.twins import list_real_photos
     from deepaudit.manifest import ManifestWriter
@@ -334,30 +366,34 @@ def run_suite(
             gens[e.name] = create_generator(e.generator, **cfg)
         except TypeError as exc:
             raise _fail(spec.path, f"{e.name}: bad options for {e.generator}: {exc}") from None
-        needs_init = e.paired or getattr(gens[e.name], "task", None) in (
-            "img2img",
-            "inpaint",
-            "instruct",
-            "upscale",
-        )
-        if needs_init and (e.init_from is None or not _init_images(e.init_from)):
-            raise _fail(spec.path, f"{e.name}: {e.generator} needs init_from images")
+        init_kind = _NEEDS_INIT.get(getattr(gens[e.name], "task", None) or "")
+        if e.paired and not init_kind:
+            init_kind = "image"
+        if init_kind and (e.init_from is None or not _init_images(e.init_from, init_kind)):
+            raise _fail(spec.path, f"{e.name}: {e.generator} needs init_from {init_kind}s")
     report = GenerateReport(out)
     started = time.perf_counter()
     batches_done = 0
     failures_path = out / "failures.jsonl"
     with ManifestWriter(out) as writer:
+        for e in spec.entries:  # fit what must be fitted (a subject LoRA) before any item
+            prepare = getattr(gens[e.name], "prepare", None)
+            if prepare is not None:
+                for real in prepare(out, e.name, tracker=tracker):
+                    if real.id not in writer:
+                        writer.write(real)
         done = sum(1 for e in spec.entries for i in range(e.count) if _item_id(e, i) in writer)
         report.skipped = done
         if progress:
             progress(done, spec.total)
         for e in spec.entries:
             gen = gens[e.name]
+            init_kind = _NEEDS_INIT.get(getattr(gen, "task", None) or "") or "image"
             reals = list_real_photos(e.init_from) if e.paired and e.init_from else []
             if e.paired:
-                inits = [r.path for r in reals]
+                inits = [_Init(r.path) for r in reals]
             else:
-                inits = _init_images(e.init_from) if e.init_from is not None else []
+                inits = _init_images(e.init_from, init_kind) if e.init_from is not None else []
             for start in range(0, e.count, spec.batch_size):
                 idx = list(range(start, min(e.count, start + spec.batch_size)))
                 todo = [i for i in idx if _item_id(e, i) not in writer]
@@ -366,7 +402,7 @@ def run_suite(
                 if limit_batches is not None and batches_done >= limit_batches:
                     report.seconds = time.perf_counter() - started
                     return report
-                requests = [_request(e, i, inits) for i in idx]
+                requests = [_request(e, i, inits, gen) for i in idx]
                 try:
                     items = gen.generate(requests)
                 except DeepauditError:
@@ -388,7 +424,8 @@ def run_suite(
                             if row.id not in writer:  # a real is written once, for all twins
                                 writer.write(row)
                     else:
-                        writer.write(_save_item(spec, e, i, item, out, creds))
+                        init = inits[i % len(inits)] if inits else None
+                        writer.write(_save_item(spec, e, i, item, out, creds, init))
                     report.generated += 1
                     report.per_generator[e.name] = report.per_generator.get(e.name, 0) + 1
                     done += 1
@@ -437,18 +474,39 @@ def _item_id(e: SuiteEntry, i: int) -> str:
     return f"{e.name}/{i:06d}"
 
 
-def _request(e: SuiteEntry, i: int, inits: list[Path]):
+def _request(e: SuiteEntry, i: int, inits: list[_Init], gen: Any):
     from deepaudit.generators.base import GenerationRequest
     from deepaudit.media import read_image
 
-    init = read_image(inits[i % len(inits)]) if inits else None
+    init = video = fps = None
+    if inits and gen.kind == "video":
+        video, fps = _read_source_video(inits[i % len(inits)].path, getattr(gen, "max_frames", 16))
+    elif inits:
+        init = read_image(inits[i % len(inits)].path)
     return GenerationRequest(
         seed=e.seed + i,
         prompt=e.prompts[i % len(e.prompts)] if e.prompts else None,
         negative_prompt=e.negative_prompt,
         class_label=e.classes[i % len(e.classes)] if e.classes else None,
         init_image=init,
+        init_video=video,
+        init_fps=fps,
     )
+
+
+def _read_source_video(path: Path, max_frames: int) -> tuple[np.ndarray, float]:
+    """The first ``max_frames`` consecutive frames (motion at the source's own pace) and fps."""
+    from deepaudit.media import iter_video_frames, probe
+
+    fps = probe(path).fps or 8.0
+    frames = []
+    for _, frame in iter_video_frames(path):
+        frames.append(frame)
+        if len(frames) >= max_frames:
+            break
+    if not frames:
+        raise DeepauditError(f"{path}: no frame could be decoded")
+    return np.stack(frames), float(fps)
 
 
 def _record_failure(path: Path, e: SuiteEntry, r: Any, exc: BaseException, report) -> None:
@@ -494,7 +552,9 @@ def _save_pair(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, reals: list, o
     )
 
 
-def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, creds: Any):
+def _save_item(
+    spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, creds: Any, init: _Init | None
+):
     from deepaudit.manifest import ManifestItem
     from deepaudit.media import file_sha256, write_image, write_video
     from deepaudit.watermark import embed_watermark
@@ -529,11 +589,24 @@ def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, cre
     if item.mask is not None:
         mask_path = write_image(folder / f"{i:06d}.mask.png", item.mask)
         extra["mask"] = mask_path.relative_to(out).as_posix()
+    if init is not None:
+        where = os.path.relpath(init.path.resolve(), out.resolve())
+        extra["init"] = {"path": Path(where).as_posix(), "sha256": file_sha256(init.path)}
+        if init.id is not None:
+            extra["init"]["id"] = init.id
     if creds is not None:
         from deepaudit.c2pa_layer import sign_file
 
         params = {"seed": item.info.seed, "sampler": item.info.sampler, "model": item.info.model}
-        sign_file(path, creds, digital_source_type="trainedAlgorithmicMedia", parameters=params)
+        # a restyled video is an edit of its source: c2pa.edited, the source as ingredient
+        parent = init.path if init is not None and item.kind == "video" else None
+        sign_file(
+            path,
+            creds,
+            digital_source_type="trainedAlgorithmicMedia",
+            parameters=params,
+            parent=parent,
+        )
         extra["c2pa"] = True
     return ManifestItem(
         id=_item_id(e, i),

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 __all__ = ["write_tiny_autoencoder", "write_tiny_pipeline"]
 
-Task = Literal["text2img", "img2img", "inpaint", "instruct", "text2video"]
+Task = Literal["text2img", "img2img", "inpaint", "instruct", "text2video", "animatediff"]
 
 
 def _tokenizer(path: Path):
@@ -42,8 +42,10 @@ def write_tiny_pipeline(task: Task, out_dir: str | os.PathLike[str], *, seed: in
 
     import torch
     from diffusers import (
+        AnimateDiffPipeline,
         AutoencoderKL,
         DDIMScheduler,
+        MotionAdapter,
         StableDiffusionImg2ImgPipeline,
         StableDiffusionInpaintPipeline,
         StableDiffusionInstructPix2PixPipeline,
@@ -118,6 +120,16 @@ def write_tiny_pipeline(task: Task, out_dir: str | os.PathLike[str], *, seed: in
             cross_attention_dim=32,
             attention_head_dim=8,
         )
+        if task == "animatediff":  # an image UNet plus motion modules between its blocks
+            adapter = MotionAdapter(
+                block_out_channels=(32, 64),
+                motion_layers_per_block=1,
+                motion_num_attention_heads=2,
+                motion_norm_num_groups=32,
+                use_motion_mid_block=False,
+            )
+            AnimateDiffPipeline(unet=unet, motion_adapter=adapter, **common).save_pretrained(out)
+            return out
         extra = {
             "safety_checker": None,
             "feature_extractor": None,
