@@ -155,8 +155,8 @@ def tracking_server(postgres_uri, tmp_path_factory):
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--workers",
-                "2",
+                "--workers",  # one process; its thread pool serves both jobs at once
+                "1",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
