@@ -181,8 +181,8 @@ def tracking_server(postgres_uri, tmp_path_factory):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a throwaway server: no need to wait for grace
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
