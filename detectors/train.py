@@ -272,10 +272,34 @@ def fit_network(
         if progress is not None and rank == 0:
             progress(done, total)
 
+    if world > 1:
+        trainer.restore()
+        _agree_on_resume(trainer, dev)
     trainer.fit(step, progress=report)
     if state.tensors["best"] is not None:
         module.load_state_dict(state.tensors["best"])
     return state.values["history"]
+
+
+def _agree_on_resume(trainer: Trainer, dev: Any) -> None:
+    """Every rank must resume at the step rank 0 resumes at. Only rank 0 writes checkpoints,
+    so a node whose ``--out`` is not the folder rank 0 writes (a local disk, not a shared
+    one) would start over while the others resume: other steps, a job that hangs."""
+    import torch
+    import torch.distributed as dist
+
+    mine = torch.tensor([trainer.state.step], device=dev if dev.type == "cuda" else "cpu")
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    steps = [int(s.item()) for s in every]
+    if len(set(steps)) > 1:
+        seen = ", ".join(
+            f"rank {r} at step {s}" if s else f"rank {r} none" for r, s in enumerate(steps)
+        )
+        raise DeepauditError(
+            f"{trainer.checkpoint}: the ranks found different checkpoints ({seen}); on "
+            "several nodes --out must be one folder that every node shares"
+        )
 
 
 def _digest(items: ItemSet | None) -> str | None:
