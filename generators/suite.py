@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,22 @@ import tomllib
 from deepaudit.errors import DeepauditError
 from deepaudit.perturb import Perturbation, apply_all, parse_perturbation
 
-__all__ = ["GenerateReport", "SuiteEntry", "SuiteSpec", "load_suite", "run_suite"]
+__all__ = [
+    "GenerateReport",
+    "GeneratedBatch",
+    "SuiteEntry",
+    "SuiteSpec",
+    "build_generators",
+    "generate_batch",
+    "init_images",
+    "item_id",
+    "load_suite",
+    "record_batch",
+    "run_suite",
+    "signing_credentials",
+    "suite_batches",
+    "write_suite_info",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +279,8 @@ class GenerateReport:
         }
 
 
-def _init_images(src: Path) -> list[Path]:
+def init_images(src: Path) -> list[Path]:
+    """An entry's init images: a manifest's real images, a folder's files, or one file."""
     from deepaudit.manifest import MANIFEST_NAME, read_manifest
     from deepaudit.manifest_import import iter_files
 
@@ -292,15 +308,52 @@ def run_suite(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    creds = None
-    if spec.sign_cert is not None:
-        from deepaudit.c2pa_layer import load_signing_credentials
+    creds = signing_credentials(spec)
+    gens = build_generators(spec, device)
+    report = GenerateReport(out)
+    started = time.perf_counter()
+    batches_done = 0
+    inits: dict[str, list[Path]] = {}
+    with ManifestWriter(out) as writer:
+        done = sum(1 for e in spec.entries for i in range(e.count) if item_id(e, i) in writer)
+        report.skipped = done
+        if progress:
+            progress(done, spec.total)
+        for e, idx in suite_batches(spec):
+            todo = [i for i in idx if item_id(e, i) not in writer]
+            if not todo:
+                continue
+            if limit_batches is not None and batches_done >= limit_batches:
+                report.seconds = time.perf_counter() - started
+                return report
+            if e.name not in inits:
+                inits[e.name] = init_images(e.init_from) if e.init_from is not None else []
+            batch = generate_batch(spec, e, gens[e.name], idx, todo, inits[e.name], out, creds)
+            record_batch(batch, writer, report, out)
+            done += len(batch.items)
+            if progress and batch.items:
+                progress(done, spec.total)
+            batches_done += 1
+    report.seconds = time.perf_counter() - started
+    write_suite_info(spec, gens, out)
+    return report
 
-        creds = load_signing_credentials(spec.sign_cert, spec.sign_key)
-    gens = {}
+
+def signing_credentials(spec: SuiteSpec) -> Any:
+    """The suite's C2PA signer, or None when it signs nothing."""
+    if spec.sign_cert is None:
+        return None
+    from deepaudit.c2pa_layer import load_signing_credentials
+
+    return load_signing_credentials(spec.sign_cert, spec.sign_key)
+
+
+def build_generators(spec: SuiteSpec, device: str) -> dict[str, Any]:
+    """Every entry's generator, built before any work so a broken model fails first."""
     from deepaudit.generators._registry import create_generator
 
-    for e in spec.entries:  # build everything first: a broken model fails before any work
+    gens = {}
+    for e in spec.entries:
         cfg = dict(e.options)
         if e.model is not None:
             cfg["model"] = e.model
@@ -315,53 +368,76 @@ def run_suite(
             "instruct",
             "upscale",
         )
-        if needs_init and (e.init_from is None or not _init_images(e.init_from)):
+        if needs_init and (e.init_from is None or not init_images(e.init_from)):
             raise _fail(spec.path, f"{e.name}: {e.generator} needs init_from images")
-    report = GenerateReport(out)
-    started = time.perf_counter()
-    batches_done = 0
-    failures_path = out / "failures.jsonl"
-    with ManifestWriter(out) as writer:
-        done = sum(1 for e in spec.entries for i in range(e.count) if _item_id(e, i) in writer)
-        report.skipped = done
-        if progress:
-            progress(done, spec.total)
-        for e in spec.entries:
-            gen = gens[e.name]
-            inits = _init_images(e.init_from) if e.init_from is not None else []
-            for start in range(0, e.count, spec.batch_size):
-                idx = list(range(start, min(e.count, start + spec.batch_size)))
-                todo = [i for i in idx if _item_id(e, i) not in writer]
-                if not todo:
-                    continue
-                if limit_batches is not None and batches_done >= limit_batches:
-                    report.seconds = time.perf_counter() - started
-                    return report
-                requests = [_request(e, i, inits) for i in idx]
-                try:
-                    items = gen.generate(requests)
-                except DeepauditError:
-                    raise
-                except Exception as exc:  # one bad batch: retry item by item, record failures
-                    logger.warning("%s batch at %d failed (%s); retrying items", e.name, start, exc)
-                    items = []
-                    for r in requests:
-                        try:
-                            items.extend(gen.generate([r]))
-                        except Exception as item_exc:
-                            items.append(None)
-                            _record_failure(failures_path, e, r, item_exc, report)
-                for i, item in zip(idx, items, strict=True):
-                    if item is None or i not in todo:
-                        continue
-                    writer.write(_save_item(spec, e, i, item, out, creds))
-                    report.generated += 1
-                    report.per_generator[e.name] = report.per_generator.get(e.name, 0) + 1
-                    done += 1
-                    if progress:
-                        progress(done, spec.total)
-                batches_done += 1
-    report.seconds = time.perf_counter() - started
+    return gens
+
+
+def suite_batches(spec: SuiteSpec) -> Iterator[tuple[SuiteEntry, list[int]]]:
+    """The batches, from the spec alone: a resumed or sharded run makes the same ones."""
+    for e in spec.entries:
+        for start in range(0, e.count, spec.batch_size):
+            yield e, list(range(start, min(e.count, start + spec.batch_size)))
+
+
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """One batch's saved items (in item order) and the items that failed."""
+
+    entry: str
+    items: tuple[Any, ...]  # ManifestItem
+    failures: tuple[dict[str, str], ...]
+
+
+def generate_batch(
+    spec: SuiteSpec,
+    e: SuiteEntry,
+    gen: Any,
+    idx: list[int],
+    todo: list[int],
+    inits: list[Path],
+    out: Path,
+    creds: Any,
+) -> GeneratedBatch:
+    """Generate batch ``idx`` of entry ``e`` and save the items in ``todo`` under ``out``.
+    The whole batch is generated even when some items are done: a sampler's batch is what
+    decides its outputs."""
+    requests = [_request(e, i, inits) for i in idx]
+    failures: list[dict[str, str]] = []
+    try:
+        items = gen.generate(requests)
+    except DeepauditError:
+        raise
+    except Exception as exc:  # one bad batch: retry item by item, record failures
+        logger.warning("%s batch at %d failed (%s); retrying items", e.name, idx[0], exc)
+        items = []
+        for r in requests:
+            try:
+                items.extend(gen.generate([r]))
+            except Exception as item_exc:
+                items.append(None)
+                failures.append(_failure(e, r, item_exc))
+    saved = tuple(
+        _save_item(spec, e, i, item, out, creds)
+        for i, item in zip(idx, items, strict=True)
+        if item is not None and i in todo
+    )
+    return GeneratedBatch(e.name, saved, tuple(failures))
+
+
+def record_batch(batch: GeneratedBatch, writer: Any, report: GenerateReport, out: Path) -> None:
+    """The one writer's part: manifest lines, failures and counts for a saved batch."""
+    for f in batch.failures:
+        report.failed.append(f)
+        with (out / "failures.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(f) + "\n")
+    for item in batch.items:
+        writer.write(item)
+        report.generated += 1
+        report.per_generator[batch.entry] = report.per_generator.get(batch.entry, 0) + 1
+
+
+def write_suite_info(spec: SuiteSpec, gens: dict[str, Any], out: Path) -> None:
     (out / "suite.json").write_text(
         json.dumps(
             {
@@ -374,10 +450,9 @@ def run_suite(
         )
         + "\n"
     )
-    return report
 
 
-def _item_id(e: SuiteEntry, i: int) -> str:
+def item_id(e: SuiteEntry, i: int) -> str:
     return f"{e.name}/{i:06d}"
 
 
@@ -395,16 +470,13 @@ def _request(e: SuiteEntry, i: int, inits: list[Path]):
     )
 
 
-def _record_failure(path: Path, e: SuiteEntry, r: Any, exc: BaseException, report) -> None:
-    entry = {
+def _failure(e: SuiteEntry, r: Any, exc: BaseException) -> dict[str, str]:
+    return {
         "id": f"{e.name}/seed-{r.seed}",
         "generator": e.generator,
         "seed": str(r.seed),
         "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
     }
-    report.failed.append(entry)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
 
 
 def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, creds: Any):
@@ -426,7 +498,7 @@ def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, cre
                 px = embed_watermark(px, scheme)
                 extra["watermark"] = scheme
             except ValueError as exc:  # too small to carry the mark
-                logger.warning("%s: no watermark (%s)", _item_id(e, i), exc)
+                logger.warning("%s: no watermark (%s)", item_id(e, i), exc)
         px = apply_all(px, list(e.post), seed=e.seed + i)
         path = folder / f"{i:06d}{_FORMATS[spec.format]}"
         write_image(path, px, quality=spec.jpeg_quality)
@@ -449,7 +521,7 @@ def _save_item(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, cre
         sign_file(path, creds, digital_source_type="trainedAlgorithmicMedia", parameters=params)
         extra["c2pa"] = True
     return ManifestItem(
-        id=_item_id(e, i),
+        id=item_id(e, i),
         path=path.relative_to(out).as_posix(),
         sha256=file_sha256(path),
         kind=item.kind,

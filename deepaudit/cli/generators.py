@@ -126,6 +126,18 @@ def generate(
     suite: Annotated[Path, typer.Option("--suite", help="Suite spec (TOML).", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (resumes).")],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Generate the batches on a Ray cluster (needs deepaudit[scale]); the same "
+            "files as a local run.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="With --ray: batches in flight (default: GPUs or CPUs).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
@@ -135,7 +147,14 @@ def generate(
     with errors_to_exit():
         spec = load_suite(suite)
         with progress_bar("generating") as update:
-            report = run_suite(spec, out, device=device, progress=update)
+            if ray is not None:
+                from deepaudit.generators.suite_ray import run_suite_ray
+
+                report = run_suite_ray(
+                    spec, out, address=ray, device=device, workers=workers, progress=update
+                )
+            else:
+                report = run_suite(spec, out, device=device, progress=update)
     data = report.to_json()
     if as_json:
         print_json(data)
