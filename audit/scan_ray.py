@@ -50,14 +50,17 @@ from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 from deepaudit.errors import DeepauditError, error_record
 from deepaudit.walk import WalkShard, list_shard, walk_shards
 
-__all__ = ["RayScanStats", "connect_ray", "run_scan_ray"]
+__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "connect_ray", "run_scan_ray"]
 
 logger = logging.getLogger(__name__)
 
 # folders per pipeline run: the driver holds one window of folder names, never file names
 WINDOW = 4096
 # bytes of memory a detector actor reserves (Ray's scheduling resource)
-ACTOR_MEMORY = 512 * 1024 * 1024
+ACTOR_MEMORY = 1024 * 1024 * 1024
+# files per block out of the listing: small blocks spread the CPU stage over the tasks; the
+# driver schedules one task per block and stage (see docs/scale.md at 100 nodes)
+ROWS_PER_BLOCK = 8
 # row notes: what a row is when it carries no file to write
 _WALK_ERROR, _SIDECAR, _UNCHANGED = "walk-error", "sidecar", "unchanged"
 
@@ -151,7 +154,10 @@ def run_scan_ray(
         legacy_anchors=legacy_anchors,
     )
     summary = plan.summary
-    n_tasks = workers or max(1, int(cpus) - (0 if gpu_actors or not detectors else n_actors))
+    # a CPU actor holds a core where the cluster has one to spare; on a smaller one it shares
+    # the cores with the CPU tasks, as the local scan's inference shares them with its workers
+    actor_cpus = 0 if gpu_actors or cpus < n_actors + 1 else 1
+    n_tasks = workers or max(1, int(cpus) - (n_actors * actor_cpus if detectors else 0))
     if stats is not None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         stats.append(RayScanStats(nodes, cpus, gpus, n_actors if detectors else 0, gpu_actors))
@@ -162,7 +168,7 @@ def run_scan_ray(
         engine=engine,
         policy=plan.policy,
         batch_size=batch_size,
-        threads=1,
+        threads=max(1, actor_cpus),
     )
     walk_errors: list[str] = []
     by_folder: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -176,7 +182,9 @@ def run_scan_ray(
     with plan.results.open("a", encoding="utf-8") as fh:
         while window := list(islice(shards, WINDOW)):
             rows = [_shard_row(s, by_folder) for s in window]
-            ds = _pipeline(rows, plan.opts, scorer, n_tasks, n_actors, gpu_actors, batch_size)
+            ds = _pipeline(
+                rows, plan.opts, scorer, n_tasks, n_actors, gpu_actors, actor_cpus, batch_size
+            )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 cols = batch.to_pydict()
                 for path, note, route, line, eng in zip(
@@ -235,6 +243,7 @@ def _pipeline(
     n_tasks: int,
     n_actors: int,
     gpu_actors: bool,
+    actor_cpus: int,
     batch_size: int,
 ):
     import ray.data
@@ -251,7 +260,7 @@ def _pipeline(
         _list_files, fn_kwargs=here, compute=TaskPoolStrategy(size=n_tasks), num_cpus=1
     )
     # blocks of a few files: the CPU stage spreads over the tasks, and memory stays small
-    ds = ds.repartition(target_num_rows_per_block=max(1, min(batch_size, 8)))
+    ds = ds.repartition(target_num_rows_per_block=max(1, min(batch_size, ROWS_PER_BLOCK)))
     ds = ds.map_batches(
         _examine_batch,
         fn_kwargs={"opts": opts, **here},
@@ -271,7 +280,7 @@ def _pipeline(
         batch_size=batch_size,
         compute=ActorPoolStrategy(size=n_actors),
         num_gpus=1 if gpu_actors else 0,
-        num_cpus=0 if gpu_actors else 1,
+        num_cpus=actor_cpus,
         # room for the models; also keeps Ray from fusing the CPU tasks into the actors,
         # which would leave the decoding to as few processes as there are actors
         memory=ACTOR_MEMORY,

@@ -7,6 +7,7 @@ bound, and stopped by the fixture (their process groups, by id).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,12 +32,15 @@ def _free_port() -> int:
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
+    # the node's processes (raylet, its workers, gcs) share the group of `ray start --block`
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
 
 
 @pytest.fixture(scope="session")
