@@ -9,6 +9,8 @@ in flight and the driver never holds a list of files:
 3. CPU tasks run :func:`deepaudit.audit.scan.examine_file` per file — hashing, C2PA,
    metadata, watermark, decoding and the detectors' inputs — or skip a file unchanged since
    the earlier run (:func:`deepaudit.audit.scan.is_unchanged`: size, mtime and SHA-256);
+   the earlier run's records (read on the driver, as the local scan does) travel to the
+   tasks with their folder;
 4. an actor pool scores them: each actor loads the detectors once (one GPU each where the
    cluster has GPUs, one CPU otherwise) and makes every record final
    (:func:`deepaudit.audit.scan.result_line`: fusion, verdict, reasons);
@@ -34,6 +36,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from deepaudit.audit.results import ScanSummary
 from deepaudit.audit.scan import (
     OUTPUT_NAMES,
     ScanOptions,
@@ -47,10 +50,11 @@ from deepaudit.audit.scan import (
 )
 from deepaudit.audit.verdict import DEFAULT_BAND, Fusion
 from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
-from deepaudit.errors import DeepauditError, error_record
+from deepaudit.cluster import connect_ray
+from deepaudit.errors import error_record
 from deepaudit.walk import WalkShard, list_shard, walk_shards
 
-__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "connect_ray", "run_scan_ray"]
+__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "run_scan_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,30 +78,6 @@ class RayScanStats:
     gpus: float
     actors: int
     gpu_actors: bool
-
-
-def connect_ray(address: str = "auto", *, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` (``auto``: the one started on this machine with
-    ``ray start``, or RAY_ADDRESS), or start a private one with ``local``."""
-    try:
-        import ray
-    except ImportError:
-        raise DeepauditError(
-            "--ray needs Ray: pip install 'deepaudit[scale]' (ray[data])"
-        ) from None
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    try:
-        if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DeepauditError(
-            f"--ray {address}: cannot reach a Ray cluster ({' '.join(str(exc).split())[:200]}); "
-            "start one with `ray start --head`, or use --ray local"
-        ) from None
 
 
 def run_scan_ray(
@@ -124,7 +104,7 @@ def run_scan_ray(
     engine: str = "auto",
     legacy_anchors: str | os.PathLike[str] | None = None,
     stats: list[RayScanStats] | None = None,
-):
+) -> ScanSummary:
     """:func:`deepaudit.audit.scan.run_scan` on Ray (see the module docstring).
 
     ``workers``: CPU tasks at a time (default: the cluster's CPUs less the actors');

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deepaudit.cluster import connect_ray
 from deepaudit.generators.suite import (
     GeneratedBatch,
     GenerateReport,
@@ -59,7 +60,7 @@ def run_suite_ray(
 
     from deepaudit.manifest import ManifestWriter
 
-    _connect(address, workers)
+    connect_ray(address, num_cpus=workers)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
     slots = workers or max(1, gpus or int(resources.get("CPU", 1)))
@@ -113,25 +114,6 @@ def run_suite_ray(
     report.seconds = time.perf_counter() - started
     write_suite_info(spec, gens, out)
     return report
-
-
-def _connect(address: str, workers: int | None) -> None:
-    import ray
-
-    from deepaudit.errors import DeepauditError
-
-    if ray.is_initialized():
-        return
-    try:
-        if address == "local":
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DeepauditError(
-            f"--ray {address}: cannot reach a Ray cluster ({' '.join(str(exc).split())[:200]}); "
-            "start one with `ray start --head`, or use --ray local"
-        ) from None
 
 
 def _write_files(out: Path, files: dict[str, bytes]) -> None:

@@ -34,10 +34,8 @@ def _stop(proc: subprocess.Popen) -> None:
         return
     # the node's processes (raylet, its workers, gcs) share the group of `ray start --block`
     os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
