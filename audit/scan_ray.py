@@ -54,7 +54,7 @@ from deepaudit.cluster import connect_ray
 from deepaudit.errors import error_record
 from deepaudit.walk import WalkShard, list_shard, walk_shards
 
-__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "run_scan_ray"]
+__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "rows_per_block", "run_scan_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,19 @@ logger = logging.getLogger(__name__)
 WINDOW = 4096
 # bytes of memory a detector actor reserves (Ray's scheduling resource)
 ACTOR_MEMORY = 1024 * 1024 * 1024
-# files per block out of the listing: small blocks spread the CPU stage over the tasks; the
-# driver schedules one task per block and stage (see docs/scale.md at 100 nodes)
+# files per block out of the listing: at least ROWS_PER_BLOCK (small blocks spread the CPU
+# stage over the tasks), one per cluster CPU on big clusters, at most MAX_ROWS_PER_BLOCK. The
+# driver schedules every block through every stage, ~15 ms of its CPU per block here, so
+# blocks grow with the cluster or the driver becomes the bottleneck (docs/scale.md)
 ROWS_PER_BLOCK = 8
+MAX_ROWS_PER_BLOCK = 1024
 # row notes: what a row is when it carries no file to write
 _WALK_ERROR, _SIDECAR, _UNCHANGED = "walk-error", "sidecar", "unchanged"
+
+
+def rows_per_block(cpus: float) -> int:
+    """Files per block on a cluster of ``cpus`` CPUs (see ROWS_PER_BLOCK)."""
+    return int(min(MAX_ROWS_PER_BLOCK, max(ROWS_PER_BLOCK, cpus)))
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class RayScanStats:
     gpus: float
     actors: int
     gpu_actors: bool
+    rows_per_block: int
 
 
 def run_scan_ray(
@@ -140,7 +149,11 @@ def run_scan_ray(
     n_tasks = workers or max(1, int(cpus) - (n_actors * actor_cpus if detectors else 0))
     if stats is not None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        stats.append(RayScanStats(nodes, cpus, gpus, n_actors if detectors else 0, gpu_actors))
+        stats.append(
+            RayScanStats(
+                nodes, cpus, gpus, n_actors if detectors else 0, gpu_actors, rows_per_block(cpus)
+            )
+        )
     scorer = _Scorer(
         detectors=[str(Path(d).resolve()) for d in detectors],
         device=("cuda" if device == "auto" else device) if gpu_actors else "cpu",
@@ -163,7 +176,14 @@ def run_scan_ray(
         while window := list(islice(shards, WINDOW)):
             rows = [_shard_row(s, by_folder) for s in window]
             ds = _pipeline(
-                rows, plan.opts, scorer, n_tasks, n_actors, gpu_actors, actor_cpus, batch_size
+                rows,
+                plan.opts,
+                scorer,
+                n_tasks,
+                n_actors,
+                gpu_actors,
+                actor_cpus,
+                rows_per_block(cpus),
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 cols = batch.to_pydict()
@@ -224,7 +244,7 @@ def _pipeline(
     n_actors: int,
     gpu_actors: bool,
     actor_cpus: int,
-    batch_size: int,
+    block_rows: int,
 ):
     import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -240,7 +260,7 @@ def _pipeline(
         _list_files, fn_kwargs=here, compute=TaskPoolStrategy(size=n_tasks), num_cpus=1
     )
     # blocks of a few files: the CPU stage spreads over the tasks, and memory stays small
-    ds = ds.repartition(target_num_rows_per_block=max(1, min(batch_size, ROWS_PER_BLOCK)))
+    ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
         _examine_batch,
         fn_kwargs={"opts": opts, **here},
@@ -250,14 +270,12 @@ def _pipeline(
         num_cpus=1,
     )
     if not scorer.detectors:
-        return ds.map_batches(
-            scorer, batch_format="pyarrow", batch_size=batch_size, num_cpus=1, zero_copy_batch=True
-        )
+        return ds.map_batches(scorer, batch_format="pyarrow", batch_size=None, num_cpus=1)
     return ds.map_batches(
         _ScoreActor,
         fn_constructor_kwargs={"scorer": scorer},
         batch_format="pyarrow",
-        batch_size=batch_size,
+        batch_size=scorer.batch_size,
         compute=ActorPoolStrategy(size=n_actors),
         num_gpus=1 if gpu_actors else 0,
         num_cpus=actor_cpus,

@@ -94,8 +94,9 @@ def _r(x: float | None) -> float | None:
     return round(x, 3) if x is not None else None
 
 
-def _model(stages: dict[str, float], driver_lines_per_s: float, driver_ms: float) -> dict:
+def _model(stages: dict[str, float], driver_lines_per_s: float, driver: dict[str, float]) -> dict:
     """Files/s at 1, 10 and 100 nodes of 16 cores + 1 H200: the slowest stage bounds it."""
+    from deepaudit.audit.scan_ray import rows_per_block
 
     cpu_ms = sum(
         stages[k] for k in ("read", "hash", "c2pa", "metadata_watermark", "decode", "prepare")
@@ -108,11 +109,22 @@ def _model(stages: dict[str, float], driver_lines_per_s: float, driver_ms: float
             "cpu_stages": round(nodes * cpu_per_node),
             "detector_gpu": round(nodes * gpu_per_node),
             "results_writing": round(driver_lines_per_s),
-            # the driver's own CPU per file (Ray Data's executor, the results loop), one core
-            "driver_cpu": round(1000.0 / driver_ms) if driver_ms > 0 else None,
+            # the driver's own CPU per file (Ray Data's executor per block of as many files
+            # as the cluster has CPUs, the results loop per file), one core
+            "driver": round(
+                1000.0
+                / (
+                    driver["executor_ms_per_block"] / rows_per_block(nodes * NODE_CORES)
+                    + driver["results_loop_ms_per_row"]
+                )
+            ),
         }
-        bound = min((k for k in limits if limits[k]), key=limits.get)
-        out[f"{nodes}_nodes"] = {"limits_files_per_s": limits, "bound_by": bound}
+        bound = min(limits, key=limits.get)
+        out[f"{nodes}_nodes"] = {
+            "limits_files_per_s": limits,
+            "bound_by": bound,
+            "rows_per_block": rows_per_block(nodes * NODE_CORES),
+        }
     out["cpu_ms_per_file"] = round(cpu_ms, 3)
     out["assumes"] = (
         f"{NODE_CORES} cores and 1 H200 per node ({H200_RESNET50_PER_S:.0f} resnet50 crops/s, "
@@ -122,8 +134,7 @@ def _model(stages: dict[str, float], driver_lines_per_s: float, driver_ms: float
 
 
 def _driver_lines_per_s(n: int = 20000) -> float:
-    """The driver's own work per file: a finished line appended to results.jsonl, flushed
-    per batch of 32 (what caps a cluster scan, which has one writer)."""
+    """Lines/s one process appends to results.jsonl, flushed per batch of 32."""
     line = json.dumps({"path": "/data/inbox/x" * 3, "verdict": "no-evidence", "pad": "x" * 900})
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "r.jsonl", "w") as fh:
         s = time.perf_counter()
@@ -132,6 +143,41 @@ def _driver_lines_per_s(n: int = 20000) -> float:
             if i % 32 == 31:
                 fh.flush()
         return n / (time.perf_counter() - s)
+
+
+def _driver_ms(rows_per_block: int) -> dict[str, float]:
+    """The driver's CPU per block (Ray Data's streaming executor moving blocks through two
+    trivial stages, warm) and per row (the results loop: a batch's columns, one write per
+    line), on this machine's running Ray instance: what one driver pays per file at scale."""
+    import pyarrow as pa
+    import ray.data
+
+    def pipe(n_blocks: int) -> None:
+        ds = ray.data.range(n_blocks * rows_per_block, override_num_blocks=n_blocks)
+        ds = ds.map_batches(lambda b: b, batch_size=None)
+        ds = ds.map_batches(lambda b: b, batch_size=None, memory=1)  # not fused: two stages
+        for _ in ds.iter_batches(batch_size=None):
+            pass
+
+    pipe(20)  # workers started
+    n_blocks = 300
+    c = time.process_time()
+    pipe(n_blocks)
+    per_block = 1000 * (time.process_time() - c) / n_blocks
+    line = json.dumps({"path": "/data/x.jpg", "verdict": "no-evidence", "pad": "x" * 900}) + "\n"
+    table = pa.table({k: [line] * 32 for k in ("path", "note", "route", "line", "engine")})
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "r.jsonl", "w") as fh:
+        c = time.process_time()
+        for _ in range(300):
+            cols = table.to_pydict()
+            for row in zip(*cols.values(), strict=True):
+                fh.write(row[3])
+            fh.flush()
+        per_row = 1000 * (time.process_time() - c) / (300 * 32)
+    return {
+        "executor_ms_per_block": round(per_block, 3),
+        "results_loop_ms_per_row": round(per_row, 4),
+    }
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -186,12 +232,15 @@ def run(*, quick: bool = False) -> dict:
 
         scaling = {}
         cold = warm = rate = driver_ms = None
+        driver: dict[str, float] = {}
         for cpus in range(1, cores + 1):
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             try:
                 first = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
                 small = _timed(lambda: run_scan_ray(few, root / "ray-few", address="local", **kw))
                 full = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
+                if cpus == cores:
+                    driver = _driver_ms(ROWS_PER_BLOCK)
             finally:
                 ray.shutdown()
             rate, driver_ms = _marginal(len(few), small, len(files), full)
@@ -214,10 +263,11 @@ def run(*, quick: bool = False) -> dict:
         "overhead_goal": 0.8,
         "scaling_by_ray_cpus": scaling,
         "stages_ms_per_file": stages,
-        "driver_cpu_ms_per_file": round(driver_ms, 3),
+        "driver_cpu_ms_per_file_in_scan": round(driver_ms, 3),
+        "driver": driver,
         "driver_write_lines_per_s": round(lines),
         "rows_per_block": ROWS_PER_BLOCK,
-        "model": _model(stages, lines, driver_ms),
+        "model": _model(stages, lines, driver),
     }
 
 
