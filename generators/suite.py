@@ -55,7 +55,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,25 @@ import tomllib
 from deepaudit.errors import DeepauditError
 from deepaudit.perturb import Perturbation, apply_all, parse_perturbation
 
-__all__ = ["GenerateReport", "SuiteEntry", "SuiteSpec", "load_suite", "run_suite"]
+__all__ = [
+    "GenerateReport",
+    "GeneratedBatch",
+    "SourceFile",
+    "SuiteEntry",
+    "SuiteSpec",
+    "build_generators",
+    "entry_sources",
+    "generate_batch",
+    "init_images",
+    "item_id",
+    "load_suite",
+    "prepare_generators",
+    "record_batch",
+    "run_suite",
+    "signing_credentials",
+    "suite_batches",
+    "write_suite_info",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -311,23 +329,41 @@ _NEEDS_INIT = {
 
 
 @dataclass(frozen=True)
-class _Init:
+class SourceFile:
+    """A file an entry starts from (init image or source video)."""
+
     path: Path
     id: str | None = None  # the item id when the source came from a manifest
 
 
-def _init_images(src: Path, kind: str = "image") -> list[_Init]:
+def init_images(src: Path, kind: str = "image") -> list[SourceFile]:
+    """An entry's sources: a manifest's real items of ``kind``, a folder's files, or a file."""
     from deepaudit.manifest import MANIFEST_NAME, read_manifest
     from deepaudit.manifest_import import iter_files
     from deepaudit.media import sniff_format
 
     if (src / MANIFEST_NAME).is_file():
         m = read_manifest(src)
-        return [_Init(m.resolve(i), i.id) for i in m.items if i.kind == kind and i.label == "real"]
+        return [
+            SourceFile(m.resolve(i), i.id) for i in m.items if i.kind == kind and i.label == "real"
+        ]
     files = list(iter_files(src)) if src.is_dir() else [src]
     if kind == "video":
         files = [f for f in files if sniff_format(f).kind == "video"]
-    return [_Init(f) for f in files]
+    return [SourceFile(f) for f in files]
+
+
+def entry_sources(e: SuiteEntry, gen: Any) -> tuple[list[SourceFile], list[Any]]:
+    """An entry's source files and, for a paired entry, its real photos (``twins``)."""
+    if e.paired and e.init_from is not None:
+        from deepaudit.generators.twins import list_real_photos
+
+        reals = list_real_photos(e.init_from)
+        return [SourceFile(r.path) for r in reals], reals
+    if e.init_from is None:
+        return [], []
+    kind = _NEEDS_INIT.get(getattr(gen, "task", None) or "") or "image"
+    return init_images(e.init_from, kind), []
 
 
 def run_suite(
@@ -344,20 +380,58 @@ def run_suite(
     ``limit_batches`` stops after that many batches (tests use it to simulate a kill).
     ``tracker``: where generators that train first (``personalize``) log their runs.
     """
-    from deepaudit.generators.twins import list_real_photos
     from deepaudit.manifest import ManifestWriter
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    creds = None
-    if spec.sign_cert is not None:
-        from deepaudit.c2pa_layer import load_signing_credentials
+    creds = signing_credentials(spec)
+    gens = build_generators(spec, device)
+    report = GenerateReport(out)
+    started = time.perf_counter()
+    batches_done = 0
+    sources: dict[str, tuple[list[SourceFile], list[Any]]] = {}
+    with ManifestWriter(out) as writer:
+        prepare_generators(spec, gens, out, writer, tracker)
+        done = sum(1 for e in spec.entries for i in range(e.count) if item_id(e, i) in writer)
+        report.skipped = done
+        if progress:
+            progress(done, spec.total)
+        for e, idx in suite_batches(spec):
+            todo = [i for i in idx if item_id(e, i) not in writer]
+            if not todo:
+                continue
+            if limit_batches is not None and batches_done >= limit_batches:
+                report.seconds = time.perf_counter() - started
+                return report
+            if e.name not in sources:
+                sources[e.name] = entry_sources(e, gens[e.name])
+            inits, reals = sources[e.name]
+            batch = generate_batch(spec, e, gens[e.name], idx, todo, inits, reals, out, creds)
+            record_batch(batch, writer, report, out)
+            done += batch.generated
+            if progress and batch.generated:
+                progress(done, spec.total)
+            batches_done += 1
+    report.seconds = time.perf_counter() - started
+    write_suite_info(spec, gens, out)
+    return report
 
-        creds = load_signing_credentials(spec.sign_cert, spec.sign_key)
-    gens = {}
+
+def signing_credentials(spec: SuiteSpec) -> Any:
+    """The suite's C2PA signer, or None when it signs nothing."""
+    if spec.sign_cert is None:
+        return None
+    from deepaudit.c2pa_layer import load_signing_credentials
+
+    return load_signing_credentials(spec.sign_cert, spec.sign_key)
+
+
+def build_generators(spec: SuiteSpec, device: str) -> dict[str, Any]:
+    """Every entry's generator, built before any work so a broken model fails first."""
     from deepaudit.generators._registry import create_generator
 
-    for e in spec.entries:  # build everything first: a broken model fails before any work
+    gens = {}
+    for e in spec.entries:
         cfg = dict(e.options)
         if e.model is not None:
             cfg["model"] = e.model
@@ -369,70 +443,99 @@ def run_suite(
         init_kind = _NEEDS_INIT.get(getattr(gens[e.name], "task", None) or "")
         if e.paired and not init_kind:
             init_kind = "image"
-        if init_kind and (e.init_from is None or not _init_images(e.init_from, init_kind)):
+        if init_kind and (e.init_from is None or not init_images(e.init_from, init_kind)):
             raise _fail(spec.path, f"{e.name}: {e.generator} needs init_from {init_kind}s")
-    report = GenerateReport(out)
-    started = time.perf_counter()
-    batches_done = 0
-    failures_path = out / "failures.jsonl"
-    with ManifestWriter(out) as writer:
-        for e in spec.entries:  # fit what must be fitted (a subject LoRA) before any item
-            prepare = getattr(gens[e.name], "prepare", None)
-            if prepare is not None:
-                for real in prepare(out, e.name, tracker=tracker):
-                    if real.id not in writer:
-                        writer.write(real)
-        done = sum(1 for e in spec.entries for i in range(e.count) if _item_id(e, i) in writer)
-        report.skipped = done
-        if progress:
-            progress(done, spec.total)
-        for e in spec.entries:
-            gen = gens[e.name]
-            init_kind = _NEEDS_INIT.get(getattr(gen, "task", None) or "") or "image"
-            reals = list_real_photos(e.init_from) if e.paired and e.init_from else []
-            if e.paired:
-                inits = [_Init(r.path) for r in reals]
-            else:
-                inits = _init_images(e.init_from, init_kind) if e.init_from is not None else []
-            for start in range(0, e.count, spec.batch_size):
-                idx = list(range(start, min(e.count, start + spec.batch_size)))
-                todo = [i for i in idx if _item_id(e, i) not in writer]
-                if not todo:
-                    continue
-                if limit_batches is not None and batches_done >= limit_batches:
-                    report.seconds = time.perf_counter() - started
-                    return report
-                requests = [_request(e, i, inits, gen) for i in idx]
-                try:
-                    items = gen.generate(requests)
-                except DeepauditError:
-                    raise
-                except Exception as exc:  # one bad batch: retry item by item, record failures
-                    logger.warning("%s batch at %d failed (%s); retrying items", e.name, start, exc)
-                    items = []
-                    for r in requests:
-                        try:
-                            items.extend(gen.generate([r]))
-                        except Exception as item_exc:
-                            items.append(None)
-                            _record_failure(failures_path, e, r, item_exc, report)
-                for i, item in zip(idx, items, strict=True):
-                    if item is None or i not in todo:
-                        continue
-                    if e.paired:
-                        for row in _save_pair(spec, e, i, item, reals, out, creds):
-                            if row.id not in writer:  # a real is written once, for all twins
-                                writer.write(row)
-                    else:
-                        init = inits[i % len(inits)] if inits else None
-                        writer.write(_save_item(spec, e, i, item, out, creds, init))
-                    report.generated += 1
-                    report.per_generator[e.name] = report.per_generator.get(e.name, 0) + 1
-                    done += 1
-                    if progress:
-                        progress(done, spec.total)
-                batches_done += 1
-    report.seconds = time.perf_counter() - started
+    return gens
+
+
+def prepare_generators(
+    spec: SuiteSpec, gens: dict[str, Any], out: Path, writer: Any, tracker: Any = None
+) -> None:
+    """Fit what must be fitted before any item (a subject LoRA), resuming like the items do;
+    the real items it returns (the subject's photos) join the manifest."""
+    for e in spec.entries:
+        prepare = getattr(gens[e.name], "prepare", None)
+        if prepare is not None:
+            for real in prepare(out, e.name, tracker=tracker):
+                if real.id not in writer:
+                    writer.write(real)
+
+
+def suite_batches(spec: SuiteSpec) -> Iterator[tuple[SuiteEntry, list[int]]]:
+    """The batches, from the spec alone: a resumed or sharded run makes the same ones."""
+    for e in spec.entries:
+        for start in range(0, e.count, spec.batch_size):
+            yield e, list(range(start, min(e.count, start + spec.batch_size)))
+
+
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """One batch's saved manifest items (in item order), how many it generated (a paired
+    entry saves a twin and, once, its real) and the items that failed."""
+
+    entry: str
+    items: tuple[Any, ...]  # ManifestItem
+    failures: tuple[dict[str, str], ...]
+    generated: int = 0
+
+
+def generate_batch(
+    spec: SuiteSpec,
+    e: SuiteEntry,
+    gen: Any,
+    idx: list[int],
+    todo: list[int],
+    inits: list[SourceFile],
+    reals: list[Any],
+    out: Path,
+    creds: Any,
+) -> GeneratedBatch:
+    """Generate batch ``idx`` of entry ``e`` and save the items in ``todo`` under ``out``.
+    The whole batch is generated even when some items are done: a sampler's batch is what
+    decides its outputs."""
+    requests = [_request(e, i, inits, gen) for i in idx]
+    failures: list[dict[str, str]] = []
+    try:
+        items = gen.generate(requests)
+    except DeepauditError:
+        raise
+    except Exception as exc:  # one bad batch: retry item by item, record failures
+        logger.warning("%s batch at %d failed (%s); retrying items", e.name, idx[0], exc)
+        items = []
+        for r in requests:
+            try:
+                items.extend(gen.generate([r]))
+            except Exception as item_exc:
+                items.append(None)
+                failures.append(_failure(e, r, item_exc))
+    saved: list[Any] = []
+    generated = 0
+    for i, item in zip(idx, items, strict=True):
+        if item is None or i not in todo:
+            continue
+        if e.paired:
+            saved.extend(_save_pair(spec, e, i, item, reals, out, creds))
+        else:
+            init = inits[i % len(inits)] if inits else None
+            saved.append(_save_item(spec, e, i, item, out, creds, init))
+        generated += 1
+    return GeneratedBatch(e.name, tuple(saved), tuple(failures), generated)
+
+
+def record_batch(batch: GeneratedBatch, writer: Any, report: GenerateReport, out: Path) -> None:
+    """The one writer's part: manifest lines, failures and counts for a saved batch."""
+    for f in batch.failures:
+        report.failed.append(f)
+        with (out / "failures.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(f) + "\n")
+    for item in batch.items:
+        if item.id not in writer:  # a paired real is written once, for all its twins
+            writer.write(item)
+    report.generated += batch.generated
+    report.per_generator[batch.entry] = report.per_generator.get(batch.entry, 0) + batch.generated
+
+
+def write_suite_info(spec: SuiteSpec, gens: dict[str, Any], out: Path) -> None:
     (out / "suite.json").write_text(
         json.dumps(
             {
@@ -445,7 +548,6 @@ def run_suite(
         )
         + "\n"
     )
-    return report
 
 
 def _check_paired(p: Path, where: str, e: dict[str, Any], init: Path | None) -> int:
@@ -470,11 +572,11 @@ def _check_paired(p: Path, where: str, e: dict[str, Any], init: Path | None) -> 
     return int(e.get("count", n))
 
 
-def _item_id(e: SuiteEntry, i: int) -> str:
+def item_id(e: SuiteEntry, i: int) -> str:
     return f"{e.name}/{i:06d}"
 
 
-def _request(e: SuiteEntry, i: int, inits: list[_Init], gen: Any):
+def _request(e: SuiteEntry, i: int, inits: list[SourceFile], gen: Any):
     from deepaudit.generators.base import GenerationRequest
     from deepaudit.media import read_image
 
@@ -509,16 +611,13 @@ def _read_source_video(path: Path, max_frames: int) -> tuple[np.ndarray, float]:
     return np.stack(frames), float(fps)
 
 
-def _record_failure(path: Path, e: SuiteEntry, r: Any, exc: BaseException, report) -> None:
-    entry = {
+def _failure(e: SuiteEntry, r: Any, exc: BaseException) -> dict[str, str]:
+    return {
         "id": f"{e.name}/seed-{r.seed}",
         "generator": e.generator,
         "seed": str(r.seed),
         "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
     }
-    report.failed.append(entry)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
 
 
 def _save_pair(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, reals: list, out: Path, creds):
@@ -541,7 +640,7 @@ def _save_pair(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, reals: list, o
     return pair_items(
         out,
         out / e.name / f"{i:06d}",
-        _item_id(e, i),
+        item_id(e, i),
         item.pixels,
         reals[i % len(reals)],
         source=e.name,
@@ -553,7 +652,13 @@ def _save_pair(spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, reals: list, o
 
 
 def _save_item(
-    spec: SuiteSpec, e: SuiteEntry, i: int, item: Any, out: Path, creds: Any, init: _Init | None
+    spec: SuiteSpec,
+    e: SuiteEntry,
+    i: int,
+    item: Any,
+    out: Path,
+    creds: Any,
+    init: SourceFile | None,
 ):
     from deepaudit.manifest import ManifestItem
     from deepaudit.media import file_sha256, write_image, write_video
@@ -573,7 +678,7 @@ def _save_item(
                 px = embed_watermark(px, scheme)
                 extra["watermark"] = scheme
             except ValueError as exc:  # too small to carry the mark
-                logger.warning("%s: no watermark (%s)", _item_id(e, i), exc)
+                logger.warning("%s: no watermark (%s)", item_id(e, i), exc)
         px = apply_all(px, list(e.post), seed=e.seed + i)
         path = folder / f"{i:06d}{_FORMATS[spec.format]}"
         write_image(path, px, quality=spec.jpeg_quality)
@@ -609,7 +714,7 @@ def _save_item(
         )
         extra["c2pa"] = True
     return ManifestItem(
-        id=_item_id(e, i),
+        id=item_id(e, i),
         path=path.relative_to(out).as_posix(),
         sha256=file_sha256(path),
         kind=item.kind,

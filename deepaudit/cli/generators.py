@@ -197,6 +197,18 @@ def generate(
     track: Annotated[
         bool, typer.Option(help="Record training done for the suite (personalize) in mlflow.")
     ] = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Generate the batches on a Ray cluster (needs deepaudit[scale]); the same "
+            "files as a local run.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="With --ray: batches in flight (default: GPUs or CPUs).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
@@ -207,13 +219,20 @@ def generate(
     with errors_to_exit():
         spec = load_suite(suite)
         with progress_bar("generating") as update:
-            report = run_suite(
-                spec,
-                out,
-                device=device,
-                progress=update,
-                tracker=Tracker() if track else None,
-            )
+            if ray is not None:
+                from deepaudit.generators.suite_ray import run_suite_ray
+
+                report = run_suite_ray(
+                    spec, out, address=ray, device=device, workers=workers, progress=update
+                )
+            else:
+                report = run_suite(
+                    spec,
+                    out,
+                    device=device,
+                    progress=update,
+                    tracker=Tracker() if track else None,
+                )
     data = report.to_json()
     if as_json:
         print_json(data)
