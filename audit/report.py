@@ -33,6 +33,9 @@ table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#57606a}.pill{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px}
+.heatmaps{display:flex;flex-wrap:wrap;gap:12px}.heatmap{margin:0;max-width:300px}
+.heatmap img{max-width:300px;border:1px solid #d0d7de}
+.heatmap figcaption{font-size:12px;color:#57606a}
 .v-synthetic{background:#cf222e;color:#fff}.v-likely-synthetic{background:#fb8f44}
 .v-needs-review{background:#8250df;color:#fff}.v-likely-authentic{background:#2da44e;color:#fff}
 .v-no-evidence{background:#d0d7de}.v-error{background:#24292f;color:#fff}
@@ -271,6 +274,7 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
         )
     header = ["verdict", "file", *(["fused"] if names else []), *names, "why"]
     rep.table(header, rows, raw_cols=(0, 1, len(header) - 1))
+    _localization_section(rep, first, results.parent)
     rep.heading("Every file", "files")
     for shown, rec in enumerate(iter_results(results)):
         if shown >= 2000:
@@ -283,6 +287,42 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
         rep.heading("Paths that could not be walked")
         rep.table(["problem"], [(e,) for e in s["walk_errors"][:500]])
     return rep.write(path)
+
+
+def _localization_section(rep: HtmlReport, first: list[dict[str, Any]], out: Path) -> None:
+    """Heatmaps of the flagged images a localisation detector mapped (embedded, so the page
+    stays one file), with their regions."""
+    import base64
+
+    shown = [r for r in first if (r.get("localization") or {}).get("heatmap")][:24]
+    if not shown:
+        return
+    rep.heading(f"Where the flagged images were changed ({len(shown)})", "localization")
+    rep.paragraph(
+        "Trained localisation maps (red = likely generated; white outlines: over the map "
+        "threshold). These are a detector's output, not an explanation of the other "
+        "detectors' scores (for that, see deepaudit audit explain).",
+        cls="muted",
+    )
+    cells = []
+    for rec in shown:
+        loc = rec["localization"]
+        try:
+            data = (out / loc["heatmap"]).read_bytes()
+        except OSError:
+            continue
+        boxes = ", ".join(
+            f"{r['box']} ({r['mean_score']:.2f})" for r in (loc.get("regions") or [])[:3]
+        )
+        cells.append(
+            '<figure class="heatmap"><img alt="heatmap" src="data:image/png;base64,'
+            + base64.b64encode(data).decode()
+            + f'"><figcaption>{html.escape(Path(rec["path"]).name)} — '
+            + f"{html.escape(loc['detector'])}, max {loc.get('max', 0):.2f}"
+            + (f"; regions {html.escape(boxes)}" if boxes else "")
+            + "</figcaption></figure>"
+        )
+    rep.raw('<div class="heatmaps">' + "".join(cells) + "</div>")
 
 
 def gap_sentence(rate: str, gap: Mapping[str, Any] | None) -> tuple[str, bool] | None:

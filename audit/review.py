@@ -176,10 +176,15 @@ class ReviewQueue:
 
     def heatmap_detectors(self, index: int) -> list[str]:
         """The scan's detectors that can explain this file (images; timm, NPR, spectral)."""
-        if self.entry(index).record.get("kind") != "image":
+        record = self.entry(index).record
+        if record.get("kind") != "image":
             return []
         dets = self.summary.get("detectors") or {}
-        return [n for n, d in dets.items() if d.get("detector") in ("timm", "npr", "spectral")]
+        names = [n for n, d in dets.items() if d.get("detector") in ("timm", "npr", "spectral")]
+        loc = record.get("localization") or {}
+        if loc.get("heatmap") and loc.get("detector"):  # the scan's own localisation map first
+            names.insert(0, str(loc["detector"]))
+        return names
 
     def heatmap(self, index: int, detector: str) -> Path:
         """A detector's heatmap of the file, made on first request and kept in the scan
@@ -189,6 +194,11 @@ class ReviewQueue:
 
         if detector not in self.heatmap_detectors(index):
             raise KeyError(detector)
+        loc = self.entry(index).record.get("localization") or {}
+        if loc.get("detector") == detector and loc.get("heatmap"):
+            made = (self.scan_dir / str(loc["heatmap"])).resolve()
+            if made.is_file() and made.is_relative_to(self.scan_dir.resolve()):
+                return made  # the scan's trained localisation map (never outside the folder)
         p = self.checked_path(index)
         sha = self.entry(index).record["sha256"]
         out = self.scan_dir / HEATMAP_DIR / f"{sha[:32]}.{_safe(detector)}.png"

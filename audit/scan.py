@@ -302,6 +302,9 @@ def run_scan(
         def flush() -> None:
             score_records(pending, loaded, batch_size)
             for rec in pending:
+                png = localize_record(rec, loaded, policy)
+                if png is not None:
+                    write_heatmap(out, rec, png)
                 fh.write(result_line(rec, policy))
             fh.flush()
             summary.scanned += len(pending)
@@ -411,6 +414,79 @@ def prepare_scan(
     config_path.write_text(json.dumps(fingerprint, indent=2, default=str) + "\n")
     done = load_done(results)
     return ScanPlan(out, loaded, policy, opts, summary, done, started)
+
+
+HEATMAPS = "heatmaps"  # the overlay PNGs of localisation maps, beside results.jsonl
+_LOCALIZED = ("synthetic", "likely-synthetic", "needs-review")
+_HEATMAP_SIDE = 512
+
+
+def localize_record(
+    rec: dict[str, Any], loaded: list[_LoadedDetector], policy: Fusion
+) -> bytes | None:
+    """Where a flagged image was changed, by a trained localisation detector (``localize``).
+
+    For an image whose verdict is synthetic, likely-synthetic or needs-review, the first
+    loaded detector that makes maps maps it: ``rec["localization"]`` gets the regions over
+    its threshold (boxes with their mean score) and the name of the heatmap overlay, whose
+    PNG bytes are returned for the caller to write under ``OUT/heatmaps/``. A failure is
+    recorded in the record, never raised. Grad-CAM (``deepaudit audit explain``) stays the
+    explanation of whole-image detectors; this is a trained output.
+    """
+    mappers = [ld for ld in loaded if hasattr(ld.det, "predict_map")]
+    if not mappers or rec.get("kind") != "image" or "error" in rec:
+        return None
+    if verdict_for(rec, policy)[0] not in _LOCALIZED:
+        return None
+    ld = mappers[0]
+    try:
+        from deepaudit.detectors.localize import regions
+        from deepaudit.media import read_image
+
+        image = read_image(rec["path"])
+        (prob,) = ld.det.predict_map([image])
+        threshold = float(ld.det.map_threshold)
+        name = f"{(rec.get('sha256') or 'x' * 16)[:16]}-{ld.key}.png"
+        rec["localization"] = {
+            "detector": ld.key,
+            "kind": "trained localisation map (not an explanation)",
+            "threshold": threshold,
+            "max": round(float(prob.max()), 4),
+            "area_over_threshold": round(float((prob >= threshold).mean()), 4),
+            "regions": regions(prob, threshold),
+            "heatmap": f"{HEATMAPS}/{name}",
+        }
+        return _overlay_png(image, prob, threshold)
+    except Exception as exc:  # a map must never cost the file its row
+        rec["localization"] = {"detector": ld.key, "error": error_record(exc, Path(rec["path"]))}
+        return None
+
+
+def _overlay_png(image: np.ndarray, prob: np.ndarray, threshold: float) -> bytes:
+    """The image with its map blended in (jet colours), regions over the threshold outlined."""
+    import cv2
+
+    heat = cv2.applyColorMap(np.clip(prob * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    blend = (0.55 * image + 0.45 * heat[..., ::-1]).astype(np.uint8)
+    edges = cv2.morphologyEx((prob >= threshold).astype(np.uint8), cv2.MORPH_GRADIENT, None)
+    blend[edges > 0] = (255, 255, 255)
+    h, w = blend.shape[:2]
+    k = min(1.0, _HEATMAP_SIDE / max(h, w))
+    if k < 1.0:
+        blend = cv2.resize(blend, (max(1, round(w * k)), max(1, round(h * k))), cv2.INTER_AREA)
+    ok, png = cv2.imencode(".png", blend[..., ::-1])
+    if not ok:
+        raise ValueError("the heatmap could not be encoded")
+    return png.tobytes()
+
+
+def write_heatmap(out: Path, rec: dict[str, Any], png: bytes) -> None:
+    """Write a record's heatmap overlay (atomically) where its ``localization`` names it."""
+    dest = out / rec["localization"]["heatmap"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(png)
+    os.replace(part, dest)
 
 
 def result_line(rec: dict[str, Any], policy: Fusion) -> str:

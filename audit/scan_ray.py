@@ -44,9 +44,11 @@ from deepaudit.audit.scan import (
     finish_scan,
     is_unchanged,
     load_scan_detectors,
+    localize_record,
     prepare_scan,
     result_line,
     score_records,
+    write_heatmap,
 )
 from deepaudit.audit.verdict import DEFAULT_BAND, Fusion
 from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
@@ -187,12 +189,13 @@ def run_scan_ray(
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 cols = batch.to_pydict()
-                for path, note, route, line, eng in zip(
+                for path, note, route, line, eng, heat in zip(
                     cols["path"],
                     cols["note"],
                     cols["route"],
                     cols["line"],
                     cols["engine"],
+                    cols.get("heatmap") or [b""] * len(cols["line"]),
                     strict=True,
                 ):
                     if note == _WALK_ERROR:
@@ -207,6 +210,8 @@ def run_scan_ray(
                         if route:
                             seen_routes.add(route)
                         replaced |= note == "rescan"
+                        if heat:
+                            write_heatmap(plan.out, json.loads(line), heat)
                         fh.write(line)
                         written += 1
                         if eng:
@@ -385,11 +390,15 @@ class _Scorer:
         if loaded:
             score_records(todo, loaded, self.batch_size)
         lines = []
+        heatmaps: list[bytes] = []  # written by the driver, as the lines are
         for path, rec in zip(cols["path"], recs, strict=True):
+            heatmaps.append(b"")
             if rec is None:
                 lines.append("")
                 continue
             try:
+                png = localize_record(rec, loaded or [], self.policy)
+                heatmaps[-1] = png or b""
                 lines.append(result_line(rec, self.policy))
             except Exception as exc:  # never lose a file to one bad record
                 bad = {"path": path, "kind": "other", "error": error_record(exc, Path(path))}
@@ -406,6 +415,7 @@ class _Scorer:
                 "note": cols["note"],
                 "route": cols["route"],
                 "line": lines,
+                "heatmap": heatmaps,
                 "engine": [eng] * len(lines),
             }
         )

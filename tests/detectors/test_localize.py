@@ -3,6 +3,8 @@ the manifest names, it finds the edited region; its metrics, regions and resume.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -175,3 +177,51 @@ def test_ctrl_c_mid_training_resumes_to_the_same_bits(edited_set, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.map_threshold == resumed.map_threshold
     assert load_detector(tmp_path / "b").map_threshold == resumed.map_threshold
+
+
+@pytest.mark.slow
+def test_the_scan_maps_flagged_images_and_the_report_shows_them(trained, tmp_path):
+    """A scan with the localiser: flagged edits get regions and a heatmap PNG, the report
+    embeds it, and a real browser renders it."""
+    import json
+    import shutil
+
+    from deepaudit.audit.scan import run_scan
+
+    items, folder = trained
+    box = tmp_path / "inbox"
+    box.mkdir()
+    val = items.split("val")
+    for i in val:
+        shutil.copy(i.path, box / i.path.name)
+    run_scan([box], tmp_path / "out", detectors=[folder], workers=0)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
+    flagged = [r for r in rows if r["verdict"] in ("synthetic", "likely-synthetic", "needs-review")]
+    assert flagged, [r["scores"] for r in rows]
+    for r in rows:
+        loc = r.get("localization")
+        assert (loc is not None) == (r in flagged)
+    edits = [r for r in flagged if Path(r["path"]).name.startswith("edit")]
+    assert edits
+    for r in edits:
+        loc = r["localization"]
+        assert (tmp_path / "out" / loc["heatmap"]).is_file()
+        assert loc["regions"] and {"box", "area", "mean_score"} <= set(loc["regions"][0])
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Where the flagged images were changed" in page and "data:image/png;base64," in page
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install playwright (uses Debian's chromium)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip(
+            "no Chromium here: .ci/run installs Debian's chromium (apt-get install chromium)"
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.goto((tmp_path / "out" / "report.html").resolve().as_uri())
+        widths = tab.eval_on_selector_all(".heatmap img", "els => els.map(e => e.naturalWidth)")
+        browser.close()
+    assert widths and all(w > 0 for w in widths)
