@@ -389,7 +389,8 @@ def _threshold_outcome(
         notes=(
             "uses group membership at decision time: each file's group must be known, and "
             "its decision is randomised between two group-specific thresholds",
-            "AUC is that of P(ŷ=1) from the post-processed (randomised) classifier",
+            "AUC is that of P(ŷ=1) from the post-processed (randomised) classifier; the "
+            "detector's own scores, and their AUC, are the baseline's",
         ),
         details={"fitted_on": "validation split (baseline scores)", "per_group": per_group},
     )

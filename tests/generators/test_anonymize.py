@@ -117,6 +117,10 @@ def test_anonymize_cli_declares_the_edit_and_scan_calls_it_ai_edited(
     (parent,) = rec.ingredients
     assert parent.relationship == "parentOf" and parent.title == "astronaut.png"
     assert any("digitalCapture" in t for t in parent.digital_source_types)  # kept
+    shown = CliRunner().invoke(
+        app, ["provenance", str(anon), "--trust-anchors", str(creds["ca"]), "--json"]
+    )
+    assert '"ai_declaration": "ai-edited"' in shown.stdout, shown.output
 
     scan = tmp_path / "scan"
     run_scan([anon], scan, trust_anchors=creds["ca"], workers=0, report=False)
@@ -136,3 +140,16 @@ def test_anonymize_cli_needs_one_face_generator(face_photo, creds, tmp_path):
     assert r.exit_code == 2 and "--model DIR or --inpaint DIR" in r.output
     r = CliRunner().invoke(app, [*args, "--model", str(tmp_path)])
     assert r.exit_code == 1 and "not a deepaudit face model folder" in r.output
+
+
+def test_inpainting_pipeline_replaces_the_face_too(face_photo, tiny_pipelines):
+    from deepaudit.generators.anonymize import InpaintFaces, anonymize_image
+
+    image = read_image(face_photo)
+    boxes = FaceDetector().detect(image)
+    source = InpaintFaces(tiny_pipelines["inpaint"], size=64, steps=2, device="cpu")
+    out, mask = anonymize_image(image, boxes, source, seed=1)
+    b = boxes[0]
+    region = (slice(b.y, b.y + b.h), slice(b.x, b.x + b.w))
+    assert np.abs(out[region].astype(int) - image[region]).mean() > CHANGE_FLOOR
+    assert np.array_equal(out[mask == 0], image[mask == 0])
