@@ -47,6 +47,7 @@ __all__ = [
     "MitigationRun",
     "MitigationTable",
     "Outcome",
+    "balanced_accuracy_threshold",
     "group_labels",
     "mitigation_markdown",
     "mitigation_table",
@@ -81,7 +82,7 @@ class Outcome:
     decisions: np.ndarray
     uses_group_at_decision: bool = False
     notes: tuple[str, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def group_labels(items: ItemSet, attributes: Sequence[str]) -> np.ndarray:
@@ -392,7 +393,7 @@ def _threshold_outcome(
             "AUC is that of P(ŷ=1) from the post-processed (randomised) classifier; the "
             "detector's own scores, and their AUC, are the baseline's",
         ),
-        details={"fitted_on": "validation split (baseline scores)", "per_group": per_group},
+        details={"per_group": per_group},
     )
 
 
@@ -409,6 +410,8 @@ class MitigationRun:
     test: ItemSet
     baseline_scores: np.ndarray
     baseline_threshold: float
+    outcomes: tuple[Outcome, ...] = ()  # on ``test``, baseline first (for pooling folds)
+    groups: np.ndarray | None = None  # each test item's intersectional group
 
 
 def _operating_threshold(det: Any) -> float:
@@ -509,8 +512,36 @@ def run_mitigation(
     outcomes = [Outcome("baseline", s_test, (s_test >= thr).astype(np.int64))]
     for method in methods:
         if method == "threshold":
-            to = threshold_optimizer(y_val, s_val, g_val)
-            outcomes.append(_threshold_outcome(to, s_test, g_test, g_val[~np.isnan(s_val)], seed))
+            fit_y, fit_s, fit_g, where = y_val, s_val, g_val, "validation split"
+            thin = _one_class_groups(y_val, g_val)
+            if thin:  # fairlearn needs both classes per group: add the train split's scores
+                s_train = score_items(base, train)
+                fit_y = np.concatenate([y_val, train.labels])
+                fit_s = np.concatenate([s_val, s_train])
+                fit_g = np.concatenate([g_val, g_train])
+                where = (
+                    f"validation + train splits (validation has one class only in "
+                    f"{', '.join(thin)}; train scores are optimistic)"
+                )
+            to = threshold_optimizer(fit_y, fit_s, fit_g)
+            o = _threshold_outcome(to, s_test, g_test, fit_g[~np.isnan(fit_s)], seed)
+            o.details["fitted_on"] = f"{where} (baseline scores)"
+            outcomes.append(o)
+            # the control: one group-blind threshold chosen by the same objective on the same
+            # data; what threshold gains beyond it is what group membership buys
+            t = balanced_accuracy_threshold(fit_y, fit_s)
+            outcomes.append(
+                Outcome(
+                    "global-threshold (control)",
+                    s_test,
+                    (s_test >= t).astype(np.int64),
+                    notes=(
+                        "control for threshold: one group-blind threshold maximising balanced "
+                        f"accuracy on the {where.split(' (')[0]}",
+                    ),
+                    details={"threshold": t},
+                )
+            )
             continue
         folder = folders[method] = out / method
         if method == "reweight":
@@ -575,7 +606,26 @@ def run_mitigation(
         json.dumps(table.to_json(), indent=2, default=str) + "\n", encoding="utf-8"
     )
     kept = ItemSet([it for it, k in zip(test, keep, strict=True) if k], items.root)
-    return MitigationRun(table, folders, kept, s_test[keep], thr)
+    return MitigationRun(table, folders, kept, s_test[keep], thr, tuple(outcomes), g_test[keep])
+
+
+def balanced_accuracy_threshold(y: np.ndarray, scores: np.ndarray) -> float:
+    """The single threshold with the highest balanced accuracy on (y, scores); among equal
+    ones the middle of the best run (a perfect separation: halfway between the classes)."""
+    ok = ~np.isnan(scores)
+    y, s = y[ok], scores[ok]
+    u = np.unique(s)
+    cands = np.concatenate([[u[0] - 1e-9], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-9]])
+    pred = s[None, :] >= cands[:, None]
+    tpr = pred[:, y == 1].mean(1) if (y == 1).any() else np.ones(len(cands))
+    tnr = (~pred[:, y == 0]).mean(1) if (y == 0).any() else np.ones(len(cands))
+    ba = (tpr + tnr) / 2
+    best = np.flatnonzero(ba >= ba.max() - 1e-12)
+    return float(cands[best[len(best) // 2]])
+
+
+def _one_class_groups(y: np.ndarray, groups: np.ndarray) -> list[str]:
+    return [g for g in sorted(set(groups.tolist())) if len(set(y[groups == g].tolist())) < 2]
 
 
 def _first(groups: np.ndarray, labels: np.ndarray, g: str, c: int) -> int:

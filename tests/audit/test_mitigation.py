@@ -62,6 +62,18 @@ def test_threshold_optimizer_narrows_the_gap_and_says_it_needs_groups():
     assert "| threshold |" in text and "decision time" in text
 
 
+def test_group_blind_control_threshold_maximises_balanced_accuracy():
+    from deepaudit.audit.mitigation import balanced_accuracy_threshold
+
+    y = np.array([0, 0, 0, 1, 1])
+    assert balanced_accuracy_threshold(y, np.array([0.1, 0.2, 0.3, 0.7, 0.9])) == 0.5
+    # overlapping classes: one real flagged (BA 5/6) beats one synthetic missed (BA 3/4)
+    t = balanced_accuracy_threshold(y, np.array([0.1, 0.2, 0.8, 0.7, 0.9]))
+    assert t == pytest.approx(0.45)
+    pred = np.array([0.1, 0.2, 0.8, 0.7, 0.9]) >= t
+    assert ((pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2) == pytest.approx(5 / 6)
+
+
 def test_threshold_refuses_a_test_group_it_never_saw():
     from deepaudit.audit.mitigation import _threshold_outcome
 
@@ -192,7 +204,13 @@ def test_mitigate_cli_writes_the_table_into_report_and_model_card(faces_like, tm
     assert r.exit_code == 0, r.output
     table = json.loads((out / "mitigation.json").read_text())
     methods = [row["method"] for row in table["rows"]]
-    assert methods == ["baseline", "reweight", "synthetic-rebalance", "threshold"]
+    assert methods == [
+        "baseline",
+        "reweight",
+        "synthetic-rebalance",
+        "threshold",
+        "global-threshold (control)",
+    ]
     for row in table["rows"]:
         for k in ("auc", "fpr", "fnr", "fpr_gap", "F_FPR", "F_EO", "F_OAE"):
             assert k in row and k in row["ci95"]
