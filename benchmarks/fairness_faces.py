@@ -1,7 +1,7 @@
 """Fairness of a detector on faces: real UTKFace crops vs faces generated per group.
 
 ``python -m benchmarks.fairness_faces [--quick] [--faces ../shared/data/faces_dev]``
-``[--generator-minutes M] [--per-cell N] [--methods reweight,synthetic-rebalance,threshold]``
+``[--generator-minutes M] [--per-cell N] [--methods reweight,threshold,...] [--folds K]``
 
 Uses the development faces in ``../shared/data/faces_dev`` (500 crops, 50 per gender × race
 cell; not shipped, not used by tests). Steps: the faces become the real set (32×32 PNG);
