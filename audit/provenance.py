@@ -11,7 +11,15 @@ returns a :class:`ProvenanceRecord`:
   cannot be parsed), or ``unreadable`` (the file itself could not be opened);
 - who signed (certificate subject, issuer, validity), when, with what claim generator;
 - the actions and their IPTC digital source types, the ingredient chain recursively (each
-  ingredient with its own validation), and a plain ``conclusion``.
+  ingredient with its own validation), and a plain ``conclusion``;
+- ``signals``: the C2PA Asset Rubrics' inception and transformation traits of every manifest
+  in the provenance graph, with the rubric's report text, and ``integrity``: the integrity
+  rubric's results for the active manifest and each ingredient (:mod:`.rubrics`).
+  ``ai_declaration`` is the summary the verdict uses, derived from the signals:
+  ``fullyGenAIMedia`` on the active manifest → ``ai-generated``; ``partlyGenAICreation``,
+  ``perceptibleGenAI`` or ``compositionMayContainGenAI`` (or GenAI anywhere among the
+  ingredients) → ``ai-edited``; ``perceptiblePossiblyGenAI`` or
+  ``screenCaptureMayContainGenAI`` → ``may-contain-ai``; a pure capture chain → ``capture``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from deepaudit.audit.rubrics import (
+    Check,
+    SignalNode,
+    Trait,
+    integrity_checks,
+    load_rubric,
+    signal_graph,
+    signals_output,
+)
 from deepaudit.c2pa_layer import C2paRead, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
@@ -41,7 +58,7 @@ __all__ = [
 ]
 
 State = Literal["trusted", "untrusted", "invalid", "absent", "remote", "malformed", "unreadable"]
-Declaration = Literal["ai-generated", "ai-edited", "capture", "none"]
+Declaration = Literal["ai-generated", "ai-edited", "may-contain-ai", "capture", "none"]
 
 UNTRUSTED = "signingCredential.untrusted"
 _MAX_DEPTH = 32  # ingredient nesting followed before giving up (hostile stores)
@@ -49,10 +66,17 @@ _MAX_DEPTH = 32  # ingredient nesting followed before giving up (hostile stores)
 _DECLARATION_TEXT: dict[str, str] = {
     "ai-generated": "declares AI-generated",
     "ai-edited": "declares AI-edited/composite",
+    "may-contain-ai": "declares content that may contain AI",
     "capture": "declares camera capture",
     "none": "no AI declaration",
 }
 _RANK = {"ai-generated": 3, "ai-edited": 2, "capture": 1, "none": 0}
+
+# how the Asset Rubrics' traits (names without category) sum up to a declaration
+_GENAI_MEDIA = frozenset({"fullyGenAIMedia"})
+_CONTAINS_AI = frozenset({"partlyGenAICreation", "perceptibleGenAI", "compositionMayContainGenAI"})
+_MAY_CONTAIN_AI = frozenset({"perceptiblePossiblyGenAI", "screenCaptureMayContainGenAI"})
+_CAPTURE = frozenset({"capturedMedia", "capturedMediaStitched"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,8 @@ class C2paManifestNode:
     signing_time: str | None = None
     actions: list[Action] = field(default_factory=list)
     ingredients: list[C2paManifestNode] = field(default_factory=list)
+    signals: list[Trait] = field(default_factory=list)  # the Asset Rubrics' local signals
+    integrity: list[Check] = field(default_factory=list)  # the integrity rubric's results
 
     @property
     def digital_source_types(self) -> list[str]:
@@ -126,6 +152,8 @@ class C2paManifestNode:
             "signing_time": self.signing_time,
             "actions": [a.to_json() for a in self.actions],
             "digital_source_types": self.digital_source_types,
+            "signals": [t.to_json() for t in self.signals],
+            "integrity": [c.to_json() for c in self.integrity],
             "ingredients": [i.to_json() for i in self.ingredients],
         }
 
@@ -144,6 +172,9 @@ class ProvenanceRecord:
     embedded: bool | None = None
     sidecar: str | None = None
     trusted_by: TrustSource | None = None  # the list or anchors a trusted signer chains to
+    # the rubric traits the declaration rests on, each "report text (manifest title)"
+    declaration_basis: list[str] = field(default_factory=list)
+    graph: list[SignalNode] | None = None  # the signals graph (for --rubric-json), not in JSON
 
     @property
     def codes(self) -> list[str]:
@@ -161,6 +192,29 @@ class ProvenanceRecord:
     def ingredients(self) -> list[C2paManifestNode]:
         return self.manifest.ingredients if self.manifest else []
 
+    def rubric_json(self) -> dict[str, Any]:
+        """The signals and integrity results in the conformance program's output shapes
+        (``asset-rubric-signals-local-output``; integrity per manifest)."""
+        out: dict[str, Any] = {"path": self.path, "state": self.state}
+        out["signals"] = signals_output(self.graph) if self.graph is not None else None
+        integrity = load_rubric("integrity")
+        nodes = _walk(self.manifest) if self.manifest else []
+        out["integrity"] = {
+            "rubricName": integrity.name,
+            "rubricVersion": integrity.version,
+            "manifests": [
+                {
+                    "label": n.label,
+                    "title": n.title,
+                    "active": n is self.manifest,
+                    "results": [c.to_json() for c in n.integrity],
+                }
+                for n in nodes
+                if n.integrity
+            ],
+        }
+        return out
+
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
         return {
@@ -176,7 +230,11 @@ class ProvenanceRecord:
             "actions": [a.to_json() for a in m.actions] if m else [],
             "digital_source_types": self.digital_source_types,
             "ai_declaration": self.ai_declaration,
+            "ai_declaration_basis": self.declaration_basis,
             "conclusion": self.conclusion,
+            "signals": _flat_signals(self.graph) if self.graph is not None else None,
+            "integrity": [c.to_json() for c in m.integrity] if m else None,
+            "rubrics": _rubric_versions() if self.graph is not None else None,
             "ingredients": [i.to_json() for i in self.ingredients],
             "remote_url": self.remote_url,
             "embedded": self.embedded,
@@ -295,9 +353,128 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
     else:
         bad = [c for c in failures if c != UNTRUSTED] or failures
         rec.reason = "manifest fails validation: " + ", ".join(bad)
-    rec.ai_declaration = _declaration(summary)
+    summary.integrity = _integrity(_active_results(read, results))
+    rec.graph = _attach_signals(summary, read.crjson)
+    if rec.graph:
+        rec.ai_declaration, rec.declaration_basis = _declaration_from_signals(rec.graph)
+    else:  # c2pa gave no crJSON: the digital source types alone
+        rec.ai_declaration = _declaration(summary)
     rec.conclusion = _conclusion(rec)
     return rec
+
+
+def _active_results(read: C2paRead, results: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    manifests = (read.crjson or {}).get("manifests") or []
+    if manifests and isinstance(manifests[0], Mapping) and "validationResults" in manifests[0]:
+        return manifests[0]["validationResults"]
+    active = results.get("activeManifest")
+    return active if isinstance(active, Mapping) else None
+
+
+def _integrity(results: Mapping[str, Any] | None) -> list[Check]:
+    try:
+        return integrity_checks(results)
+    except ValueError:  # the shipped rubric cannot be read: the record stands without it
+        return []
+
+
+def _walk(node: C2paManifestNode) -> list[C2paManifestNode]:
+    out, stack = [], [node]
+    while stack and len(out) < 10_000:
+        n = stack.pop()
+        out.append(n)
+        stack.extend(reversed(n.ingredients))
+    return out
+
+
+def _attach_signals(
+    summary: C2paManifestNode, crjson: Mapping[str, Any] | None
+) -> list[SignalNode] | None:
+    """Evaluate the signals rubric on the store and give each node of the tree its traits."""
+    if not crjson:
+        return None
+    try:
+        graph = signal_graph(crjson)
+    except ValueError:  # the shipped rubric cannot be read
+        return None
+    if not graph:
+        return None
+    by_label = {n.label: n for n in graph if n.label}
+    index_of = {n.label: n.index for n in graph if n.label}
+    for node in _walk(summary):
+        if node.label in by_label:
+            node.signals = list(by_label[node.label].traits)
+        parent = index_of.get(node.label)
+        for ing in node.ingredients:
+            if ing.label is None and parent is not None:  # a flat ingredient: its pseudo node
+                for g in graph:
+                    if g.pseudo and g.parent == parent and g.title == (ing.title or g.title):
+                        ing.signals = list(g.traits)
+                        break
+    return graph
+
+
+def _ancestors(graph: list[SignalNode]) -> list[SignalNode]:
+    seen = {0}
+    order: list[SignalNode] = []
+    stack = [i for i, _ in graph[0].ingredients]
+    while stack:
+        i = stack.pop()
+        if i in seen or not 0 <= i < len(graph):
+            continue
+        seen.add(i)
+        order.append(graph[i])
+        stack.extend(j for j, _ in graph[i].ingredients)
+    return order
+
+
+def _declaration_from_signals(graph: list[SignalNode]) -> tuple[Declaration, list[str]]:
+    """The declaration the signals amount to, and the report texts it rests on."""
+    active, older = graph[0], _ancestors(graph)
+
+    def basis(pairs: list[tuple[SignalNode, Trait]]) -> list[str]:
+        return [f"{t.report} ({n.title or n.label or 'ingredient'})" for n, t in pairs]
+
+    own = [(active, t) for t in active.traits]
+    hits = [(n, t) for n, t in own if t.name in _GENAI_MEDIA]
+    if hits:
+        return "ai-generated", basis(hits)
+    hits = [(n, t) for n, t in own if t.name in _CONTAINS_AI]
+    hits += [(n, t) for n in older for t in n.traits if t.name in _CONTAINS_AI | _GENAI_MEDIA]
+    if hits:
+        return "ai-edited", basis(hits)
+    chain = [(n, t) for n in [active, *older] for t in n.traits]
+    hits = [(n, t) for n, t in chain if t.name in _MAY_CONTAIN_AI]
+    if hits:
+        return "may-contain-ai", basis(hits)
+    captures = [(n, t) for n, t in chain if t.name in _CAPTURE]
+    other_origins = [
+        (n, t) for n, t in chain if t.trait.startswith("inception:") and t.name not in _CAPTURE
+    ]
+    if captures and not other_origins:  # a pure capture chain
+        return "capture", basis(captures)
+    return "none", []
+
+
+def _flat_signals(graph: list[SignalNode]) -> list[dict[str, Any]]:
+    return [
+        {
+            "manifest": n.title or n.label,
+            "node": n.index,
+            "active": n.index == 0,
+            "pseudo": n.pseudo,
+            **t.to_json(),
+        }
+        for n in graph
+        for t in n.traits
+    ]
+
+
+def _rubric_versions() -> dict[str, Any]:
+    return {
+        "signals": load_rubric("signals").to_json(),
+        "integrity": load_rubric("integrity").to_json(),
+    }
 
 
 def _record(read: C2paRead, state: State, reason: str) -> ProvenanceRecord:
@@ -355,6 +532,7 @@ def _summarise(
             continue
         child_label = ing.get("active_manifest")
         child_codes, child_state = _ingredient_validation(ing)
+        recorded = (ing.get("validation_results") or {}).get("activeManifest")
         if (
             child_label
             and child_label in manifests
@@ -373,6 +551,8 @@ def _summarise(
                 format=ing.get("format"),
                 relationship=ing.get("relationship"),
             )
+        if isinstance(recorded, Mapping):
+            child.integrity = _integrity(recorded)
         summary.ingredients.append(child)
     return summary
 
@@ -494,8 +674,10 @@ def audit_file(
     check_watermark: bool = True,
     default_trust: bool = True,
     legacy_anchors: str | os.PathLike[str] | None = None,
+    rubric_json: bool = False,
 ) -> dict[str, Any]:
-    """Provenance + AI metadata + invisible watermark of one file, as one JSON-ready dict.
+    """Provenance + AI metadata + invisible watermark of one file, as one JSON-ready dict
+    (``rubric_json``: with the Asset Rubrics' results in the conformance shapes too).
 
     ``kind`` (``"image"``/``"video"``) skips sniffing when the caller knows it. Metadata and
     watermark failures are recorded in their own entries and never hide the C2PA result.
@@ -511,6 +693,8 @@ def audit_file(
         legacy_anchors=legacy_anchors,
     )
     out = record.to_json()
+    if rubric_json:
+        out["rubric_json"] = record.rubric_json()
     if kind is None:
         try:
             kind = sniff_format(path).kind

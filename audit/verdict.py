@@ -218,27 +218,31 @@ def decide(
             issued = f" of {str(by['issued'])[:10]}" if by.get("issued") else ""
             legacy = " (legacy list)" if by.get("legacy") else ""
             trust = f"trusted{legacy} via {by['name']}{issued}"
+        # the Asset Rubrics' report texts the declaration rests on, quoted
+        basis = "; ".join(prov.get("ai_declaration_basis") or [])
+        said = f": {basis}" if basis else ""
+        head = f"C2PA manifest ({trust}, {signer})"
         if decl in ("ai-generated", "ai-edited"):
-            what = "AI-generated" if decl == "ai-generated" else "AI-edited/composite"
-            reasons.append(
-                Reason(src, "synthetic", f"C2PA manifest ({trust}, {signer}) declares {what}")
-            )
+            what = "AI-generated" if decl == "ai-generated" else "AI-edited or containing AI"
+            reasons.append(Reason(src, "synthetic", f"{head} declares {what}{said}"))
+        elif decl == "may-contain-ai":
+            reasons.append(Reason(src, "neither", f"{head}: the content may contain AI{said}"))
         elif decl == "capture":
-            reasons.append(
-                Reason(
-                    src, "authentic", f"C2PA manifest ({trust}, {signer}) declares camera capture"
-                )
-            )
+            reasons.append(Reason(src, "authentic", f"{head} declares camera capture{said}"))
     if state in ("invalid", "malformed"):
         codes = ", ".join(prov.get("codes") or []) or prov.get("reason", "")
         reasons.append(Reason("c2pa-invalid", "tampered", f"C2PA manifest {state}: {codes}"))
     for chain, node in _broken_ingredients(prov.get("ingredients") or []):
         codes = ", ".join(node.get("codes") or []) or "no reason recorded"
+        failed = [
+            c.get("reportText") for c in node.get("integrity") or [] if c.get("value") is False
+        ]
+        rubric = f" (integrity rubric: {'; '.join(failed)})" if failed else ""
         reasons.append(
             Reason(
                 "c2pa-invalid",
                 "tampered",
-                f"C2PA ingredient {chain} is {node.get('state')}: {codes}",
+                f"C2PA ingredient {chain} is {node.get('state')}: {codes}{rubric}",
             )
         )
     for sig in (metadata or {}).get("signals", []) or []:

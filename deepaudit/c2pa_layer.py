@@ -306,7 +306,16 @@ def build_manifest(
     return {
         "claim_generator_info": [{"name": "deepaudit", "version": __version__}],
         "title": title,
-        "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}}, *assertions],
+        # deepaudit made the asset and knows every action: the actions are a created
+        # assertion and complete, so the Asset Rubrics find no ambiguous actions in them
+        "assertions": [
+            {
+                "label": "c2pa.actions.v2",
+                "data": {"actions": actions, "allActionsIncluded": True},
+                "created": True,
+            },
+            *assertions,
+        ],
     }
 
 
@@ -428,6 +437,7 @@ class C2paRead:
     status: ReadStatus
     store: dict[str, Any] | None = None  # Reader.json(): manifests, validation_results, state
     certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → cert info
+    crjson: dict[str, Any] | None = None  # Reader.crjson(): the store as the rubrics read it
     embedded: bool | None = None
     sidecar: str | None = None
     remote_url: str | None = None
@@ -484,7 +494,8 @@ def read_file(
                 return C2paRead(str(p), "absent")
             with reader:
                 store = json.loads(reader.json())
-                certs = _certificates(reader)
+                cr = _crjson(reader)
+                certs = _certificates(cr)
                 embedded = reader.is_embedded()
                 remote = reader.get_remote_url()
     except c2pa.C2paError as exc:
@@ -511,6 +522,7 @@ def read_file(
         "ok",
         store=store,
         certificates=certs,
+        crjson=cr,
         embedded=embedded,
         sidecar=str(side) if manifest_data is not None else None,
         remote_url=remote,
@@ -541,11 +553,18 @@ def _reader_supports(mime: str) -> bool:
     return mime in _reader_mimes()
 
 
-def _certificates(reader) -> dict[str, dict[str, Any]]:
-    """Certificate subject/issuer/validity per manifest label (from the crJSON view)."""
+def _crjson(reader) -> dict[str, Any] | None:
+    """The store in C2PA's crJSON form (what the Asset Rubrics evaluate), or None."""
     try:
         cr = json.loads(reader.crjson())
     except Exception:  # older/newer c2pa without crjson, or a store it cannot render
+        return None
+    return cr if isinstance(cr, dict) else None
+
+
+def _certificates(cr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Certificate subject/issuer/validity per manifest label (from the crJSON view)."""
+    if cr is None:
         return {}
     out: dict[str, dict[str, Any]] = {}
     for m in cr.get("manifests", []) or []:

@@ -269,9 +269,31 @@ def test_demo_cert_sign_and_provenance(tmp_path, photo):
     for key in ("codes", "signer", "digital_source_types", "ingredients", "metadata", "watermark"):
         assert key in rec
     assert files[str(src)]["state"] == "absent"
+    assert [s["trait"] for s in rec["signals"]] == ["inception:signal_fullyGenAIMedia"]
     tree = runner.invoke(app, ["provenance", str(signed), "--tree"])
     assert tree.exit_code == 0
     assert "untrusted" in tree.stdout and "trainedAlgorithmicMedia" in tree.stdout
+    assert "signals (C2PA Asset Rubrics): Contains Fully GenAI Media" in tree.stdout
+    out = tmp_path / "rubrics.json"
+    result = runner.invoke(
+        app, ["provenance", str(signed), str(src), "--rubric-json", str(out), "--no-watermark"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["release"].startswith("C2PA Asset Rubrics 1.0")
+    by = {f["path"]: f for f in doc["files"]}
+    sig = by[str(signed)]["signals"]
+    # the fields the conformance program's asset-rubric-signals-local-output schema requires
+    assert {"rubricName", "rubricVersion", "manifests"} <= set(sig)
+    (node,) = sig["manifests"]
+    assert {"assertedBy", "dc:format", "localInceptions", "localTransformations"} <= set(node)
+    assert node["assertedBy"]["subject"]["O"] == "deepaudit demo"
+    assert node["localInceptions"][0] == {
+        "trait": "inception:signal_fullyGenAIMedia",
+        "reportText": "Contains Fully GenAI Media",
+        "multiple": False,
+    }
+    assert by[str(src)]["signals"] is None  # no manifest, no graph
 
 
 def test_sign_needs_an_output_and_reports_bad_keys(tmp_path, photo):

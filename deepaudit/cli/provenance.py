@@ -40,6 +40,16 @@ def provenance(
         bool, typer.Option("--no-watermark", help="Skip invisible-watermark decoding.")
     ] = False,
     as_json: JsonOpt = False,
+    rubric_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--rubric-json",
+            help="Also write each file's C2PA Asset Rubrics results to this JSON file: the "
+            "signals graph in the conformance program's asset-rubric-signals-local-output "
+            "shape, and the integrity rubric's results per manifest.",
+            dir_okay=False,
+        ),
+    ] = None,
     strict: Annotated[
         bool,
         typer.Option(
@@ -49,7 +59,9 @@ def provenance(
 ) -> None:
     """Where files say they came from: C2PA manifest state (trusted / untrusted / invalid /
     absent / remote / malformed), signer, AI declaration and ingredients, plus AI metadata
-    and Stable Diffusion invisible watermarks. Offline: remote manifests are not fetched."""
+    and Stable Diffusion invisible watermarks. Each manifest is classified by the C2PA Asset
+    Rubrics 1.0 (signals such as fullyGenAIMedia, perceptibleGenAI, capturedMedia; integrity).
+    Offline: remote manifests are not fetched."""
     from deepaudit.audit.provenance import audit_file
     from deepaudit.c2pa_layer import make_context
 
@@ -78,9 +90,12 @@ def provenance(
                     default_trust=not no_default_trust,
                     legacy_anchors=legacy_trust_anchors,
                     check_watermark=not no_watermark,
+                    rubric_json=rubric_json is not None,
                 )
             )
             update(done, len(files))
+    if rubric_json is not None:
+        _write_rubric_json(rubric_json, [r.pop("rubric_json") for r in records])
     states: dict[str, int] = {}
     for r in records:
         states[r["state"]] = states.get(r["state"], 0) + 1
@@ -96,6 +111,21 @@ def provenance(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+def _write_rubric_json(path: Path, per_file: list[dict[str, Any]]) -> None:
+    import json
+    import os
+
+    from deepaudit.audit.rubrics import RELEASE
+
+    doc = {"release": RELEASE, "files": per_file}
+    with errors_to_exit():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    stderr().print(f"rubric results of {len(per_file)} files written to {path}", markup=False)
+
+
 def _print_provenance(r: dict[str, Any], tree: bool) -> None:
     from rich.text import Text
     from rich.tree import Tree
@@ -108,6 +138,12 @@ def _print_provenance(r: dict[str, Any], tree: bool) -> None:
         out.print(Text(f"  certificate valid {s.get('not_before')} to {s.get('not_after')}"))
     if r.get("digital_source_types"):
         out.print(Text("  digital source type: " + ", ".join(r["digital_source_types"])))
+    if r.get("signals"):
+        said = "; ".join(f"{s['reportText']} ({s['manifest']})" for s in r["signals"])
+        out.print(Text(f"  signals (C2PA Asset Rubrics): {said}"))
+    failed = [c["reportText"] for c in r.get("integrity") or [] if c.get("value") is False]
+    if failed:
+        out.print(Text("  integrity: " + "; ".join(failed)))
     if tree and (r.get("actions") or r.get("ingredients")):
         root = Tree(
             Text(f"{r.get('title') or r['path']} [{r['state']}] {r.get('claim_generator')}")
@@ -139,6 +175,12 @@ def _provenance_branch(node: Any, m: dict[str, Any]) -> None:
     for a in m.get("actions") or []:
         dst = f" [{a['digital_source_type']}]" if a.get("digital_source_type") else ""
         node.add(Text(f"action {a['action']}{dst}"))
+    # a node's own signals (the record's flat list: the active manifest's entries)
+    traits = [
+        t["trait"].split("signal_")[-1] for t in m.get("signals") or [] if t.get("active", True)
+    ]
+    if traits:
+        node.add(Text("signals " + ", ".join(traits)))
     for ing in m.get("ingredients") or []:
         codes = f" {', '.join(ing['codes'])}" if ing.get("codes") else ""
         child = node.add(

@@ -112,6 +112,11 @@ def test_an_invalid_ingredient_needs_review(tmp_path, photo, creds):
     assert any(
         "gen-broken.png" in r["text"] and "claimSignature.mismatch" in r["text"] for r in tampered
     )
+    # the integrity rubric's words for it, quoted
+    assert any(
+        "(integrity rubric: " in r["text"] and "Found trust failures: " in r["text"]
+        for r in tampered
+    )
 
 
 def test_sidecars_are_attached_or_listed(tmp_path, photo, creds):
