@@ -18,6 +18,10 @@ Lin et al. (CVPR 2024) / Ju et al. (WACV 2024), written out here so nobody has t
 - ``F_MEO`` = max_{y∈{0,1}} (max_g − min_g) P(ŷ≠y | g, Y=y)  (largest error-rate gap)
 - ``F_DP``  = max_g P(ŷ=1 | g) − min_g P(ŷ=1 | g)
 - ``F_OAE`` = max_g Acc_g − min_g Acc_g
+
+The FPR and FNR gaps also come as the signed difference between the worst and the best
+group with a bootstrap interval (``fpr_gap``, ``fnr_gap``): an interval that includes 0
+says the gap may be noise from small groups.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "GroupResult",
     "calibrated_threshold",
     "fairness_audit",
+    "gap_interval",
     "gap_metrics",
     "load_predictions",
 ]
@@ -262,9 +267,16 @@ def _nan(v: float | None) -> float:
 
 
 def gap_metrics(
-    y: np.ndarray, s: np.ndarray, groups: Sequence[str], threshold: float
+    y: np.ndarray,
+    s: np.ndarray,
+    groups: Sequence[str],
+    threshold: float,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Gap metrics across groups (labels per item in ``groups``); see the module docstring."""
+    """Gap metrics across groups (labels per item in ``groups``); see the module docstring.
+    ``bootstrap`` > 0 adds a 95% interval to the FPR and FNR gaps (:func:`gap_interval`)."""
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
     pred = (s >= threshold).astype(np.int64)
@@ -319,10 +331,50 @@ def gap_metrics(
         out["equalized_odds_difference"] = None
         out["demographic_parity_difference"] = None
         out["fairlearn_note"] = str(exc).splitlines()[0]
+    if bootstrap:
+        for rate, cls in (("fpr", 0), ("fnr", 1)):
+            out[f"{rate}_gap"] = gap_interval(y, pred, g, cls, n=bootstrap, seed=seed)
     for k, v in list(out.items()):
         if isinstance(v, float) and math.isnan(v):
             out[k] = None
     return out
+
+
+def gap_interval(
+    y: np.ndarray, pred: np.ndarray, groups: np.ndarray, cls: int, *, n: int = 1000, seed: int = 0
+) -> dict[str, Any] | None:
+    """The signed error-rate difference between the worst and the best group (FPR for
+    ``cls`` 0, FNR for 1) with a 95% bootstrap interval, each group resampled on its own.
+
+    max − min over groups is never below 0, so its interval cannot say whether a gap is
+    real; the signed difference of the two groups found here can, and when its interval
+    includes 0 the gap may be sampling noise (small groups overstate gaps)."""
+    wrong = {}
+    for name in sorted(set(groups.tolist())):
+        sel = (groups == name) & (y == cls)
+        if sel.any():
+            # FPR: real items flagged; FNR: synthetic items missed
+            wrong[name] = (pred[sel] != cls).astype(np.float64)
+    if len(wrong) < 2:
+        return None
+    worst = max(wrong, key=lambda k: wrong[k].mean())
+    best = min(wrong, key=lambda k: wrong[k].mean())
+    rng = np.random.default_rng(seed)
+
+    def resampled(v: np.ndarray) -> np.ndarray:
+        return v[rng.integers(0, v.size, (n, v.size))].mean(axis=1)
+
+    diffs = resampled(wrong[worst]) - resampled(wrong[best])
+    lo, hi = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
+    return {
+        "worst": worst,
+        "best": best,
+        "difference": float(wrong[worst].mean() - wrong[best].mean()),
+        "ci95": [lo, hi],
+        "ci_includes_0": bool(lo <= 0.0 <= hi),
+        "n_worst": int(wrong[worst].size),
+        "n_best": int(wrong[best].size),
+    }
 
 
 def _nan_last(v: float) -> float:
@@ -402,7 +454,7 @@ def fairness_audit(
                 warnings.append(f"group {r.name} has {r.n} items (< {min_n})")
             results.append(r)
         groups[key] = results
-        gaps[key] = gap_metrics(y, s, list(labels), threshold)
+        gaps[key] = gap_metrics(y, s, list(labels), threshold, bootstrap=bootstrap, seed=seed)
     check = _fairlearn_check(y, s, value[attributes[0]], threshold, groups[attributes[0]])
     return FairnessReport(
         threshold, list(attributes), overall, groups, gaps, warnings, len(data.unmatched), check

@@ -2,9 +2,11 @@
 
 What generator front-ends write into the files they save (AUTOMATIC1111 ``parameters``,
 ComfyUI ``prompt``/``workflow``, InvokeAI, NovelAI, Fooocus), the IPTC digital source type
-in XMP, and EXIF fields (Software, Make/Model, ImageDescription). Each signal says what it
-found and how much it is worth: a declared source type or a full generation record is
-strong; a Software string anyone can type is weak.
+in XMP, and EXIF fields (Software, Make/Model, ImageDescription). Videos and audio carry the
+same kinds of claims in their container tags (:mod:`deepaudit.container_tags`: MP4/MOV
+``udta``/``meta`` keys and XMP, Matroska/WebM tags, WAV INFO/bext, MP3 ID3), read with the
+same rules. Each signal says what it found and how much it is worth: a declared source type
+or a full generation record is strong; a Software string anyone can type is weak.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from deepaudit.container_tags import TAGGED_FORMATS, ContainerTag, read_container_tags
 from deepaudit.errors import MediaError
-from deepaudit.iptc import Claim, claim_of
+from deepaudit.iptc import IPTC_DST, SOURCE_TYPES, Claim, claim_of
 
 if TYPE_CHECKING:
     from deepaudit.media import LoadedFile
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MetadataReport",
     "MetadataSignal",
+    "container_signals",
+    "metadata_format",
     "parse_a1111_parameters",
     "parse_comfyui_prompt",
     "read_ai_metadata",
@@ -42,7 +47,9 @@ Strength = Literal["strong", "moderate", "weak"]
 _GENERATOR_NAMES = re.compile(
     r"stable[ -]?diffusion|sdxl|midjourney|dall[·\-\s]?e|firefly|novelai|comfyui|"
     r"automatic1111|invokeai|fooocus|imagen|\bflux\b|leonardo\.?ai|ideogram|runway|"
-    r"\bsora\b|dreamstudio|nightcafe|craiyon|playground\s?ai|bing image creator",
+    r"\bsora\b|dreamstudio|nightcafe|craiyon|playground\s?ai|bing image creator|"
+    r"\bveo\b|\bkling\b|pika\s?labs|\bpika\b|luma\s?(?:ai|dream machine)|hailuo|"
+    r"\bsuno\b|\budio\b|elevenlabs|stable\s?(?:video|audio)",
     re.IGNORECASE,
 )
 
@@ -218,18 +225,24 @@ def _xmp_source_types(xmp: str) -> list[str]:
 def read_ai_metadata(
     path: str | os.PathLike[str], *, source: LoadedFile | None = None
 ) -> MetadataReport:
-    """All AI-generation and capture signals in an image's metadata (none for videos yet).
+    """All AI-generation and capture signals in an image's metadata, or in the tags of a
+    video or audio container (audio is read although deepaudit decodes none).
 
     ``source``: the file already read by ``deepaudit.media.load_file`` (not read again).
     """
     from PIL import Image
 
-    from deepaudit.media import image_exif, sniff_format
+    from deepaudit.media import image_exif
 
     p = Path(path)
-    guess = source.guess if source is not None else sniff_format(p)
-    if guess.kind != "image":
-        return MetadataReport(str(p), ())
+    fmt, kind = metadata_format(p, source)
+    if kind != "image":
+        if fmt not in TAGGED_FORMATS:
+            return MetadataReport(str(p), ())
+        data = source.data if source is not None else None
+        return MetadataReport(
+            str(p), tuple(container_signals(read_container_tags(p, fmt, data=data)))
+        )
     try:
         with Image.open(source.stream() if source is not None else p) as im:
             info = dict(im.info)
@@ -245,6 +258,34 @@ def read_ai_metadata(
     signals += _xmp_signals(info.get("xmp"))
     signals += _exif_signals(exif_items)
     return MetadataReport(str(p), tuple(signals))
+
+
+def metadata_format(
+    path: str | os.PathLike[str], source: LoadedFile | None = None
+) -> tuple[str, str]:
+    """(format, kind) of a file by content, kind being image, video or audio: audio, which the
+    media layer refuses to decode, has tags all the same. MediaError for anything else."""
+    from deepaudit.media import sniff_format
+    from deepaudit.media_formats import sniff_bytes
+
+    p = Path(path)
+    try:
+        guess = source.guess if source is not None else sniff_format(p)
+        return guess.format, guess.kind
+    except MediaError as exc:
+        try:
+            head = source.head if source is not None else _head(p)
+        except OSError:
+            raise exc from None
+        guess = sniff_bytes(head)
+        if guess.format in TAGGED_FORMATS:
+            return guess.format, "audio"
+        raise
+
+
+def _head(p: Path) -> bytes:
+    with p.open("rb") as fh:
+        return fh.read(4096)
 
 
 def _text(value: Any) -> str | None:
@@ -350,24 +391,111 @@ def _json_or_text(text: str) -> dict[str, Any]:
         return {"text": text[:2000]}
 
 
-def _xmp_signals(xmp: Any) -> list[MetadataSignal]:
+def _xmp_signals(xmp: Any, where: str = "xmp") -> list[MetadataSignal]:
     text = _text(xmp)
     if not text:
         return []
-    out = []
-    for value in _xmp_source_types(text):
-        claim = claim_of(value) or "other"
+    return [
+        _source_type_signal(v, f"{where}:Iptc4xmpExt:DigitalSourceType")
+        for v in _xmp_source_types(text)
+    ]
+
+
+def _source_type_signal(value: str, where: str) -> MetadataSignal:
+    claim = claim_of(value) or "other"
+    return MetadataSignal(
+        "iptc-digital-source-type",
+        claim,
+        "strong" if claim != "other" else "moderate",
+        where,
+        f"IPTC digital source type {value}",
+        {"value": value},
+    )
+
+
+# container tag keys that name a camera (QuickTime mdta, iTunes-style atoms, Android)
+_CAMERA_KEYS = {
+    "com.apple.quicktime.make": "make",
+    "com.apple.quicktime.model": "model",
+    "com.android.manufacturer": "make",
+    "com.android.model": "model",
+    "\xa9mak": "make",
+    "\xa9mod": "model",
+    "make": "make",
+    "model": "model",
+}
+
+
+def container_signals(tags: list[ContainerTag]) -> list[MetadataSignal]:
+    """The signals in a video's or audio file's container tags, by the rules the image
+    fields follow: an IPTC digital source type (in a tag or in XMP) and a generator's full
+    parameter record are strong, a generator named in free text is weak, a camera make/model
+    is weak evidence of capture."""
+    out: list[MetadataSignal] = []
+    camera: dict[str, str] = {}
+    seen: set[str] = set()
+    for tag in tags:
+        value = tag.value.strip()
+        if not value or value in seen:  # one text in two fields (©des and ©cmt) is one claim
+            continue
+        seen.add(value)
+        if tag.key == "XMP":
+            out += _xmp_signals(value, tag.field)
+            continue
+        if (dst := _tag_source_type(tag.key, value)) is not None:
+            out.append(_source_type_signal(dst, tag.field))
+            continue
+        if (parsed := parse_a1111_parameters(value)) is not None:
+            out.append(_a1111_signal(parsed, tag.field))
+            continue
+        if value.startswith("{") and (graph := parse_comfyui_prompt(value)) is not None:
+            models = ", ".join(graph["models"]) or "?"
+            summary = f"ComfyUI generation graph ({graph['nodes']} nodes; models: {models})"
+            out.append(
+                MetadataSignal(
+                    "comfyui-prompt", "ai-generated", "strong", tag.field, summary, graph
+                )
+            )
+            continue
+        if (part := _CAMERA_KEYS.get(tag.key.lower())) is not None:
+            camera.setdefault(part, value)
+            continue
+        if match := _GENERATOR_NAMES.search(value):
+            out.append(
+                MetadataSignal(
+                    "container-generator-name",
+                    "ai-generated",
+                    "weak",
+                    tag.field,
+                    f"{tag.field} names a generator: {value[:80]!r}",
+                    {"key": tag.key, "value": value[:500], "match": match.group(0)},
+                )
+            )
+    if camera:
+        make, model = camera.get("make"), camera.get("model")
         out.append(
             MetadataSignal(
-                "iptc-digital-source-type",
-                claim,
-                "strong" if claim != "other" else "moderate",
-                "xmp:Iptc4xmpExt:DigitalSourceType",
-                f"IPTC digital source type {value}",
-                {"value": value},
+                "container-camera",
+                "capture",
+                "weak",
+                "container:make/model",
+                f"container tags name a camera: {' '.join(x for x in (make, model) if x)}",
+                {"make": make, "model": model},
             )
         )
     return out
+
+
+def _tag_source_type(key: str, value: str) -> str | None:
+    """The IPTC digital source type a tag declares: an IPTC URI anywhere in its value, or a
+    term of the vocabulary under a key that says it is one."""
+    if IPTC_DST in value or IPTC_DST.replace("http://", "https://") in value:
+        tail = value.split("digitalsourcetype/", 1)[1]
+        return re.split(r"[\s\"'<>,;]", tail, maxsplit=1)[0].rstrip("/") or None
+    normalized = re.sub(r"[^a-z]", "", key.lower())
+    if "digitalsourcetype" in normalized and value in SOURCE_TYPES:
+        return value
+    return None
 
 
 _EXIF_TAGS = {

@@ -38,6 +38,14 @@ from deepaudit.audit.rubrics import (
     signal_graph,
     signals_output,
 )
+from deepaudit.c2pa_credentials import (
+    IdentityAssertion,
+    TimeStamp,
+    expiry_note,
+    identities_of,
+    is_identity_code,
+    time_stamp_of,
+)
 from deepaudit.c2pa_layer import C2paRead, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
@@ -130,6 +138,8 @@ class C2paManifestNode:
     ingredients: list[C2paManifestNode] = field(default_factory=list)
     signals: list[Trait] = field(default_factory=list)  # the Asset Rubrics' local signals
     integrity: list[Check] = field(default_factory=list)  # the integrity rubric's results
+    time_stamp: TimeStamp | None = None  # the signature's RFC 3161 time-stamp
+    identities: list[IdentityAssertion] = field(default_factory=list)  # CAWG named actors
 
     @property
     def digital_source_types(self) -> list[str]:
@@ -155,6 +165,8 @@ class C2paManifestNode:
             "signals": [t.to_json() for t in self.signals],
             "integrity": [c.to_json() for c in self.integrity],
             "ingredients": [i.to_json() for i in self.ingredients],
+            "time_stamp": self.time_stamp.to_json() if self.time_stamp else None,
+            "identities": [i.to_json() for i in self.identities],
         }
 
 
@@ -240,6 +252,8 @@ class ProvenanceRecord:
             "embedded": self.embedded,
             "sidecar": self.sidecar,
             "trusted_by": self.trusted_by.to_json() if self.trusted_by else None,
+            "time_stamp": m.time_stamp.to_json() if m and m.time_stamp else None,
+            "identities": [i.to_json() for i in m.identities] if m else [],
         }
 
 
@@ -270,7 +284,9 @@ def inspect_provenance(
     if rec.state == "trusted" and rec.signer is not None:
         rec.trusted_by = _trusted_by(rec.signer, trust_anchors, default_trust, legacy_anchors)
         if rec.trusted_by is not None:
-            rec.reason += f" via {rec.trusted_by.label()}"
+            note = _expiry_note(rec.manifest)
+            head = rec.reason.removesuffix(f" ({note})") if note else rec.reason
+            rec.reason = f"{head} via {rec.trusted_by.label()}" + (f" ({note})" if note else "")
             rec.conclusion = _conclusion(rec)
     return rec
 
@@ -326,15 +342,25 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         failures += _codes(((delta or {}).get("validationDeltas") or {}).get("failure"))
     if not results:  # older stores: a flat validation_status list holds the failures
         failures = _codes(store.get("validation_status"))
-    failures = list(dict.fromkeys(failures))
+    # CAWG identity codes speak for the named actor (``identities``), not for the claim
+    failures = list(dict.fromkeys(c for c in failures if not is_identity_code(c)))
+    state = _state(store.get("validation_state"), failures)
+    if (
+        state == "untrusted"
+        and failures == []
+        and "signingCredential.trusted"
+        in _codes((results.get("activeManifest") or {}).get("success"))
+    ):
+        state = "trusted"  # c2pa says "Valid" when only an identity credential is untrusted
     summary = _summarise(
         manifests,
         active,
         read.certificates,
-        _state(store.get("validation_state"), failures),
+        state,
         failures,
         set(),
         0,
+        results=results.get("activeManifest"),
     )
     rec = ProvenanceRecord(
         path=read.path,
@@ -353,6 +379,8 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
     else:
         bad = [c for c in failures if c != UNTRUSTED] or failures
         rec.reason = "manifest fails validation: " + ", ".join(bad)
+    if note := _expiry_note(summary):
+        rec.reason += f" ({note})"
     summary.integrity = _integrity(_active_results(read, results))
     rec.graph = _attach_signals(summary, read.crjson)
     if rec.graph:
@@ -361,6 +389,12 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         rec.ai_declaration = _declaration(summary)
     rec.conclusion = _conclusion(rec)
     return rec
+
+
+def _expiry_note(node: C2paManifestNode | None) -> str | None:
+    if node is None:
+        return None
+    return expiry_note(node.signer.not_after if node.signer else None, node.time_stamp, node.codes)
 
 
 def _active_results(read: C2paRead, results: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -512,6 +546,7 @@ def _summarise(
     seen: set[str],
     depth: int,
     ingredient: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
 ) -> C2paManifestNode:
     m = manifests.get(label) or {}
     seen = seen | {label}
@@ -526,6 +561,8 @@ def _summarise(
         signer=_signer(m.get("signature_info") or {}, certs.get(label) or {}),
         signing_time=(m.get("signature_info") or {}).get("time"),
         actions=_actions(m.get("assertions") or []),
+        time_stamp=time_stamp_of(results, certs.get(label)),
+        identities=identities_of(m, results),
     )
     for ing in m.get("ingredients") or []:
         if not isinstance(ing, Mapping):
@@ -539,8 +576,17 @@ def _summarise(
             and child_label not in seen
             and depth < _MAX_DEPTH
         ):
+            child_results = (ing.get("validation_results") or {}).get("activeManifest")
             child = _summarise(
-                manifests, child_label, certs, child_state, child_codes, seen, depth + 1, ing
+                manifests,
+                child_label,
+                certs,
+                child_state,
+                child_codes,
+                seen,
+                depth + 1,
+                ing,
+                child_results if isinstance(child_results, Mapping) else None,
             )
         else:
             child = C2paManifestNode(
@@ -566,6 +612,7 @@ def _ingredient_validation(ing: Mapping[str, Any]) -> tuple[list[str], State]:
     else:
         failures = _codes(ing.get("validation_status"))
         trusted = False
+    failures = [c for c in failures if not is_identity_code(c)]
     if trusted and not failures:
         return failures, "trusted"
     return failures, _state(None, failures)
@@ -682,8 +729,9 @@ def audit_file(
     ``kind`` (``"image"``/``"video"``) skips sniffing when the caller knows it. Metadata and
     watermark failures are recorded in their own entries and never hide the C2PA result.
     """
+    from deepaudit.audit.metadata import metadata_format
     from deepaudit.errors import DeepauditError
-    from deepaudit.media import read_image, sniff_format
+    from deepaudit.media import read_image
 
     record = inspect_provenance(
         path,
@@ -697,7 +745,7 @@ def audit_file(
         out["rubric_json"] = record.rubric_json()
     if kind is None:
         try:
-            kind = sniff_format(path).kind
+            kind = metadata_format(path)[1]  # image, video, or audio (tags only)
         except DeepauditError:
             kind = "other"
     out["metadata"] = None
@@ -710,6 +758,8 @@ def audit_file(
             except DeepauditError as exc:
                 out["watermark"] = _error(exc)
         out.update(image_signals(path, image, metadata=check_metadata, watermark=image is not None))
+    elif kind in ("video", "audio") and check_metadata:  # container tags
+        out.update(image_signals(path, metadata=True, watermark=False))
     return out
 
 
@@ -722,7 +772,8 @@ def image_signals(
     source: LoadedFile | None = None,
 ) -> dict[str, Any]:
     """``metadata`` and ``watermark`` entries of an image file (``image``: its decoded
-    pixels, for the watermark); a failure is recorded in its entry, never raised."""
+    pixels, for the watermark), or the ``metadata`` of a video's or audio file's container
+    tags; a failure is recorded in its entry, never raised."""
     from deepaudit.audit.metadata import read_ai_metadata
     from deepaudit.audit.watermark import detect_watermark
     from deepaudit.errors import DeepauditError

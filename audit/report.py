@@ -16,7 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HtmlReport", "fmt_value", "write_fairness_report", "write_scan_report"]
+__all__ = [
+    "HtmlReport",
+    "fmt_value",
+    "gap_sentence",
+    "write_fairness_report",
+    "write_scan_report",
+]
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -279,6 +285,22 @@ def write_scan_report(results: Path, summary: Any, path: Path, *, top: int = 200
     return rep.write(path)
 
 
+def gap_sentence(rate: str, gap: Mapping[str, Any] | None) -> tuple[str, bool] | None:
+    """A gap between the worst and best group in words, with its interval; True when the
+    interval includes 0 (the gap may be sampling noise, as small groups overstate gaps)."""
+    if not gap:
+        return None
+    lo, hi = gap["ci95"]
+    text = (
+        f"{rate.upper()} {gap['worst']} vs {gap['best']}: difference "
+        f"{fmt_value(gap['difference'], '.3f')} (95% CI {fmt_value(lo, '.3f')} to "
+        f"{fmt_value(hi, '.3f')}; {gap['n_worst']} and {gap['n_best']} items)"
+    )
+    if gap["ci_includes_0"]:
+        return text + ": the interval includes 0, so this gap may be sampling noise.", True
+    return text + ": the interval excludes 0.", False
+
+
 def write_fairness_report(
     report: Any, out_dir: str | os.PathLike[str], *, data: Any = None, mitigation: Any = None
 ) -> dict[str, Path]:
@@ -325,6 +347,9 @@ def write_fairness_report(
             f"worst-group AUC {fmt_value(gap.get('worst_group_auc'))} "
             f"({gap.get('worst_group') or 'n/a'})."
         )
+        noise = [gap_sentence(r, gap.get(f"{r}_gap")) for r in ("fpr", "fnr")]
+        for text, includes_0 in filter(None, noise):
+            rep.paragraph(text, cls="warn" if includes_0 else None)
         rows = []
         for g in groups:
             ci = g.ci95
@@ -369,7 +394,10 @@ def write_fairness_report(
             ],
             rows,
         )
-        rep.table(["gap metric", "value"], [(k, v) for k, v in gap.items() if k != "groups"])
+        rep.table(
+            ["gap metric", "value"],
+            [(k, v) for k, v in gap.items() if k != "groups" and not isinstance(v, dict)],
+        )
         fig, ax = plt.subplots(figsize=(6.5, 3.2))
         names = [g.name for g in groups]
         xs = np.arange(len(names))
@@ -389,17 +417,28 @@ def write_fairness_report(
             labels_of = np.array(
                 ["|".join(str(a.get(k, "n/a")) for k in key.split(" × ")) for a in data.attributes]
             )
-            fig, ax = plt.subplots(figsize=(4.2, 4.2))
+            curves, one_class = [], []
             for lab in sorted(set(labels_of)):
                 sel = labels_of == lab
                 y, s = data.labels[sel], data.scores[sel]
-                if 0 < y.sum() < y.size:
+                (curves if 0 < y.sum() < y.size else one_class).append((lab, y, s))
+            if one_class:
+                # an empty or partial ROC would read as a result: say which groups lack one
+                rep.paragraph(
+                    f"No ROC for {', '.join(lab.replace('|', ', ') for lab, _, _ in one_class)}: "
+                    "AUC is n/a where a group has only real or only synthetic items, and a ROC "
+                    "curve needs both.",
+                    cls="muted",
+                )
+            if curves:
+                fig, ax = plt.subplots(figsize=(4.2, 4.2))
+                for lab, y, s in curves:
                     fpr, tpr, _ = roc_curve(y, s)
                     ax.plot(fpr, tpr, label=lab.replace("|", ", "), lw=1.2)
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            ax.set(xlabel="FPR", ylabel="TPR", title=f"ROC by {key}")
-            ax.legend(fontsize=7)
-            rep.figure(fig, f"ROC by {key}")
+                ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+                ax.set(xlabel="FPR", ylabel="TPR", title=f"ROC by {key}")
+                ax.legend(fontsize=7)
+                rep.figure(fig, f"ROC by {key}")
     if data is not None:
         rep.heading("Calibration and scores", "calibration")
         fig, ax = plt.subplots(figsize=(4.2, 4.2))

@@ -50,11 +50,23 @@ from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 from deepaudit.errors import DeepauditError, MediaError, error_record
 from deepaudit.walk import walk_files
 
-__all__ = ["ScanOptions", "examine_file", "run_scan"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "ScanOptions",
+    "ScanPlan",
+    "examine_file",
+    "finish_scan",
+    "is_unchanged",
+    "load_scan_detectors",
+    "prepare_scan",
+    "result_line",
+    "run_scan",
+    "score_records",
+]
 
 logger = logging.getLogger(__name__)
 # the scan's own outputs, when a scanned folder holds an earlier scan
-_OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"})
+OUTPUT_NAMES = frozenset({RESULTS, SUMMARY, REPORT, "results.csv", "scan.json"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,8 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
             for spec in opts.input_specs:
                 inputs[spec] = spec.prepare(img)
         elif rec["kind"] == "video":
+            # container tags need no decoding: read them first, a broken stream keeps them
+            rec.update(image_signals(p, metadata=opts.metadata, watermark=False, source=source))
             video = read_video(p, num_frames=opts.frames, source=source)
             frames = video.frames
             rec["frames_sampled"] = len(frames)
@@ -162,7 +176,7 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main side
 
 
-def _unchanged(path: Path, prev: tuple[int, int, str | None, int | None]) -> bool:
+def is_unchanged(path: Path, prev: tuple[int, int, str | None, int | None]) -> bool:
     from deepaudit.media import file_sha256
 
     try:
@@ -197,6 +211,25 @@ class _LoadedDetector:
     spec: Any  # InputSpec
 
 
+@dataclass
+class ScanPlan:
+    """What a scan run has settled before the first file: the output folder, the loaded
+    detectors, the fusion policy, the workers' options and the summary to fill in. The local
+    scan and the cluster scan (:mod:`deepaudit.audit.scan_ray`) share it."""
+
+    out: Path
+    loaded: list[_LoadedDetector]
+    policy: Fusion
+    opts: ScanOptions
+    summary: ScanSummary
+    done: dict[str, tuple[int, int, str | None, int | None]]
+    started: float
+
+    @property
+    def results(self) -> Path:
+        return self.out / RESULTS
+
+
 def run_scan(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -227,11 +260,87 @@ def run_scan(
     ``precision`` auto: bf16 on CPUs with bf16 units, fp32 on others, AMP on CUDA;
     ``engine``: auto, torch or onnx for network detectors (:mod:`detectors.engine`); the
     choices are recorded in the summary."""
+    n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
+    plan = prepare_scan(
+        out_dir,
+        detectors=detectors,
+        trust_anchors=trust_anchors,
+        frames=frames,
+        watermark=watermark,
+        device=device,
+        restart=restart,
+        precision=precision,
+        default_trust=default_trust,
+        fusion=fusion,
+        band=band,
+        engine=engine,
+        legacy_anchors=legacy_anchors,
+        n_workers=n_workers,
+    )
+    out, loaded, policy, opts, summary = plan.out, plan.loaded, plan.policy, plan.opts, plan.summary
+    results = plan.results
+    done = plan.done
+    walk_errors: list[str] = []
+    replaced: list[int] = []
+    pending: list[dict[str, Any]] = []
+
+    def todo() -> Iterator[Path]:
+        for p in walk_files(paths, errors=walk_errors, exclude=[out], skip_names=OUTPUT_NAMES):
+            if p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None:
+                summary.sidecars_attached.append(str(p))  # read with its asset: no row
+                continue
+            prev = done.get(str(p))
+            if prev is not None:
+                if is_unchanged(p, prev):
+                    summary.skipped_unchanged += 1
+                    continue
+                replaced.append(1)  # an older line for this path will be dropped at the end
+            yield p
+
+    with results.open("a", encoding="utf-8") as fh:
+
+        def flush() -> None:
+            score_records(pending, loaded, batch_size)
+            for rec in pending:
+                fh.write(result_line(rec, policy))
+            fh.flush()
+            summary.scanned += len(pending)
+            pending.clear()
+            if progress is not None:
+                progress(summary.scanned + summary.skipped_unchanged, None)
+
+        for rec in _examine_all(todo(), opts, n_workers, limit):
+            pending.append(rec)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    summary.walk_errors = walk_errors
+    return finish_scan(plan, compact=bool(replaced), csv=csv, report=report)
+
+
+def prepare_scan(
+    out_dir: str | os.PathLike[str],
+    *,
+    detectors: Sequence[str | os.PathLike[str]] = (),
+    trust_anchors: str | os.PathLike[str] | None = None,
+    frames: int = 8,
+    watermark: bool = True,
+    device: str = "auto",
+    restart: bool = False,
+    precision: str = "auto",
+    default_trust: bool = True,
+    fusion: str = "mean-logit",
+    band: tuple[float, float] = DEFAULT_BAND,
+    engine: str = "auto",
+    legacy_anchors: str | os.PathLike[str] | None = None,
+    n_workers: int = 0,
+) -> ScanPlan:
+    """Load the detectors, check the settings against an earlier scan in ``out_dir`` (a
+    resume must not mix detectors or settings) and read what that scan has done."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
-    loaded = _load_detectors(detectors, device, precision, engine, n_workers)
+    loaded = load_scan_detectors(detectors, device, precision, engine, n_workers)
     identities = {ld.key: ld.det.identity() for ld in loaded}
     policy = Fusion(
         rule=fusion,
@@ -301,51 +410,28 @@ def run_scan(
             )
     config_path.write_text(json.dumps(fingerprint, indent=2, default=str) + "\n")
     done = load_done(results)
-    walk_errors: list[str] = []
-    replaced: list[int] = []
-    pending: list[dict[str, Any]] = []
+    return ScanPlan(out, loaded, policy, opts, summary, done, started)
 
-    def todo() -> Iterator[Path]:
-        for p in walk_files(paths, errors=walk_errors, exclude=[out], skip_names=_OUTPUT_NAMES):
-            if p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None:
-                summary.sidecars_attached.append(str(p))  # read with its asset: no row
-                continue
-            prev = done.get(str(p))
-            if prev is not None:
-                if _unchanged(p, prev):
-                    summary.skipped_unchanged += 1
-                    continue
-                replaced.append(1)  # an older line for this path will be dropped at the end
-            yield p
 
-    with results.open("a", encoding="utf-8") as fh:
+def result_line(rec: dict[str, Any], policy: Fusion) -> str:
+    """A scored record made final (fused score, verdict and reasons) as its results line."""
+    rec.pop("_inputs", None)
+    fused = fuse(rec.get("scores") or {}, policy.rule, policy.excluded)
+    if fused is not None:
+        rec["fused"] = {"score": fused, **policy.to_json()}
+    verdict, reasons = verdict_for(rec, policy)
+    rec["verdict"] = verdict
+    rec["reasons"] = [r.to_json() for r in reasons]
+    return json.dumps(rec, default=_json_default) + "\n"
 
-        def flush() -> None:
-            _score(pending, loaded, batch_size)
-            for rec in pending:
-                rec.pop("_inputs", None)
-                fused = fuse(rec.get("scores") or {}, policy.rule, policy.excluded)
-                if fused is not None:
-                    rec["fused"] = {"score": fused, **policy.to_json()}
-                verdict, reasons = verdict_for(rec, policy)
-                rec["verdict"] = verdict
-                rec["reasons"] = [r.to_json() for r in reasons]
-                fh.write(json.dumps(rec, default=_json_default) + "\n")
-            fh.flush()
-            summary.scanned += len(pending)
-            pending.clear()
-            if progress is not None:
-                progress(summary.scanned + summary.skipped_unchanged, None)
 
-        for rec in _examine_all(todo(), opts, n_workers, limit):
-            pending.append(rec)
-            if len(pending) >= batch_size:
-                flush()
-        flush()
-    if replaced:
+def finish_scan(plan: ScanPlan, *, compact: bool, csv: bool, report: bool) -> ScanSummary:
+    """Drop lines of files scanned again, then write the summary, the CSV and the report by
+    streaming ``results.jsonl``."""
+    out, results, summary, loaded = plan.out, plan.results, plan.summary, plan.loaded
+    if compact:
         compact_results(results)
-    summary.walk_errors = walk_errors
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - plan.started
     for ld in loaded:  # what ran each detector (known once it has scored something)
         choice = getattr(ld.det, "engine_choice", None)
         summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
@@ -363,7 +449,7 @@ def run_scan(
     return summary
 
 
-def _load_detectors(
+def load_scan_detectors(
     detectors: Sequence[str | os.PathLike[str]],
     device: str,
     precision: str,
@@ -462,7 +548,7 @@ def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit
                     yield {"path": str(path), "kind": "other", "error": error_record(exc, path)}
 
 
-def _score(
+def score_records(
     records: list[dict[str, Any]], loaded: list[_LoadedDetector], batch_size: int = 32
 ) -> None:
     """Each detector scores every record's prepared inputs, through the inference contract."""

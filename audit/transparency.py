@@ -108,6 +108,9 @@ def write_model_card(
                 f"AUC drops by {fs['auc_drop']:.3f} when all files are re-encoded as JPEG: the "
                 "detector may be relying on file format rather than content."
             )
+        resize = (evaluation.get("shortcuts") or {}).get("resize_audit") or {}
+        if resize.get("warning"):
+            limitations.append(resize["warning"] + ".")
         weak = [
             k for k, v in (evaluation.get("robustness") or {}).items() if (v.get("auc") or 1) < 0.7
         ]

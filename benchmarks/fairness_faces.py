@@ -201,6 +201,8 @@ def run(
                 for m in (
                     "fpr_max_minus_min",
                     "fnr_max_minus_min",
+                    "fpr_gap",  # worst vs best group with its CI: includes 0 → may be noise
+                    "fnr_gap",
                     "worst_group_auc",
                     "worst_group",
                     "F_FPR",

@@ -127,20 +127,45 @@ def _read_anchor_files(where: str, stamps: tuple[tuple[str, int, int], ...]) -> 
     return "".join(chunks)
 
 
-def _context(anchors_pem: str | None, allow_network: bool):
+def _context(
+    anchors_pem: str | None,
+    allow_network: bool,
+    tsa: tuple[str, str | None] = ("", None),
+    identity_pem: str | None = None,
+):
     # keyed by process: a Context made before a fork is not valid in the child
-    return _context_in_process(anchors_pem, allow_network, os.getpid())
+    return _context_in_process(anchors_pem, allow_network, tsa, identity_pem, os.getpid())
 
 
 @functools.lru_cache(maxsize=16)
-def _context_in_process(anchors_pem: str | None, allow_network: bool, pid: int):
+def _context_in_process(
+    anchors_pem: str | None,
+    allow_network: bool,
+    tsa: tuple[str, str | None],
+    identity_pem: str | None,
+    pid: int,
+):
     c2pa = _c2pa()
     settings: dict[str, Any] = {
         "verify": {"remote_manifest_fetch": bool(allow_network), "ocsp_fetch": False},
         "builder": {"thumbnail": {"enabled": False}},
     }
+    trust: dict[str, Any] = {}
     if anchors_pem:
-        settings["trust"] = {"user_anchors": anchors_pem}
+        trust["user_anchors"] = anchors_pem
+    # Kind-scoped anchors: a TSA list vouches for time-stamps only and an identity anchor for
+    # CAWG identity credentials only, never for claim signers.
+    scoped = []
+    if tsa[0].strip():
+        scoped.append({"trust_anchors": tsa[0], "trust_kind": "tsa", "trust_uri": tsa[1]})
+    if identity_pem:
+        scoped.append(
+            {"trust_anchors": identity_pem, "trust_kind": "cawg", "trust_uri": "your anchors"}
+        )
+    if scoped:
+        trust["anchors"] = scoped
+    if trust:
+        settings["trust"] = trust
     return c2pa.Context.from_dict(settings)
 
 
@@ -157,16 +182,22 @@ def make_context(
     made before a fork is not valid in the child), so calling this per file costs a few
     ``stat`` calls. ``legacy_anchors``: a superseded list (e.g. the interim trust list frozen on
     2026-01-01) whose signers are trusted but reported as ``trusted (legacy list)``.
+
+    Time-stamps are checked against the C2PA TSA Trust List in force (with
+    ``default_trust``), and CAWG identity credentials against the user's trust anchors (see
+    :mod:`deepaudit.c2pa_credentials`).
     """
-    from deepaudit.trust_lists import default_signing_anchors
+    from deepaudit.trust_lists import default_signing_anchors, default_tsa_anchors
 
     parts = [default_signing_anchors() if default_trust else ""]
-    if trust_anchors is not None:
-        parts.append(read_trust_anchors(trust_anchors))
+    mine = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
+    if mine is not None:
+        parts.append(mine)
     if legacy_anchors is not None:
         parts.append(read_trust_anchors(legacy_anchors))
     pem = "".join(p.strip() + "\n" for p in parts if p.strip()) or None
-    return _context(pem, allow_network)
+    tsa = default_tsa_anchors() if default_trust else ("", None)
+    return _context(pem, allow_network, tsa, mine)
 
 
 # --------------------------------------------------------------------------- signing
@@ -183,9 +214,13 @@ class SigningCredentials:
     not_after: _dt.datetime
     source: str = ""
 
-    def signer(self):
+    def signer(self, tsa_url: str | None = None):
+        """A c2pa ``Signer``; with ``tsa_url`` it asks that RFC 3161 time-stamping authority
+        for a time-stamp of each signature (over the network: the only request signing
+        makes), so the signature stays valid after the certificate expires."""
         c2pa = _c2pa()
-        info = c2pa.C2paSignerInfo(self.alg, self.chain_pem, self.key_pem, None)
+        ta = tsa_url.encode() if tsa_url else None
+        info = c2pa.C2paSignerInfo(self.alg, self.chain_pem, self.key_pem, ta)
         return c2pa.Signer.from_info(info)
 
 
@@ -342,13 +377,16 @@ def sign_file(
     sidecar: bool = False,
     remote_url: str | None = None,
     manifest: Mapping[str, Any] | None = None,
+    tsa_url: str | None = None,
 ) -> Path:
     """Sign ``source`` into ``dest`` (default: in place), atomically; returns the signed path.
 
     ``parent`` adds that file as a ``parentOf`` ingredient (with its own manifest, if any)
     and the action refers to it, as an edit should. ``sidecar`` writes the manifest store
     to ``<dest>.c2pa`` beside the file and leaves the media bytes as they were;
-    ``remote_url`` additionally records where the store will be published.
+    ``remote_url`` additionally records where the store will be published. ``tsa_url``: an
+    RFC 3161 time-stamping authority to time-stamp the signature (see
+    :meth:`SigningCredentials.signer`).
     """
     c2pa = _c2pa()
     src = Path(source)
@@ -381,7 +419,7 @@ def sign_file(
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "w+b") as dst_fh, src.open("rb") as src_fh:
-                manifest_bytes = builder.sign(credentials.signer(), mime, src_fh, dst_fh)
+                manifest_bytes = builder.sign(credentials.signer(tsa_url), mime, src_fh, dst_fh)
             os.replace(tmp, out)
         except BaseException:
             with contextlib.suppress(OSError):

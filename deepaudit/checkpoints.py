@@ -10,6 +10,7 @@ it and its side folders once the final model is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -51,7 +52,8 @@ def find_checkpoint(ckpt: str | os.PathLike[str]) -> Path | None:
     ckpt = Path(ckpt)
     old = _side(ckpt, ".old")
     if not ckpt.is_dir() and old.is_dir():  # killed between the two renames
-        os.replace(old, ckpt)
+        with contextlib.suppress(FileNotFoundError):  # another rank put it back first
+            os.replace(old, ckpt)
     return ckpt if ckpt.is_dir() else None
 
 

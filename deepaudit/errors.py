@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "DatasetLayoutError",
     "DeepauditError",
     "DependencyError",
     "ManifestError",
@@ -47,6 +48,19 @@ class ManifestError(DeepauditError):
 
 def _rebuild_manifest_error(path: str, reason: str, line: int | None) -> ManifestError:
     return ManifestError(path, reason, line=line)
+
+
+class DatasetLayoutError(DeepauditError):
+    """A dataset folder or table does not follow the layout its importer reads; `str()` is
+    ``"<offending path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
 
 
 class DependencyError(DeepauditError):

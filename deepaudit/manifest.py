@@ -512,8 +512,9 @@ class Manifest:
     ) -> Manifest:
         """Assign train/val/test by a hash of each id (or of an attribute, to keep groups whole).
 
-        Items that already have a split keep it unless ``overwrite``. Adding items later never
-        moves existing ones.
+        ``group_by`` names an attribute, or a top-level key of the items such as ``pair``
+        (a real photo and its synthetic twins, see generators.twins). Items that already have
+        a split keep it unless ``overwrite``. Adding items later never moves existing ones.
         """
         out = []
         for item in self.items:
@@ -522,7 +523,7 @@ class Manifest:
                 continue
             key = item.id
             if group_by is not None:
-                value = item.attributes.get(group_by)
+                value = item.attributes.get(group_by, item.extra.get(group_by))
                 if value is None:
                     raise ManifestError(
                         self.path, f"item {item.id!r} has no attribute {group_by!r} to group by"

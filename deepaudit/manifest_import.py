@@ -2,8 +2,12 @@
 
 Three layouts: a plain folder (one label for all), the CNNSpot layout (``0_real/`` and
 ``1_fake/`` folders at any depth), and a CSV with a path column plus attribute columns.
-Imports append to the manifest and skip ids already in it, so an interrupted import resumes.
-Files that are not readable media are reported, never silently dropped.
+Every importer (these and :mod:`deepaudit.public_datasets`, :mod:`deepaudit.table_import`)
+goes through :func:`run_import`: items are staged in a hidden folder next to the manifest and
+published with one atomic rewrite at the end, so a failed or interrupted import never leaves a
+partial ``manifest.jsonl`` behind, and a rerun resumes from the staged items. Ids already in
+the manifest are skipped. Files that are not readable media are reported, never silently
+dropped.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import csv
 import logging
 import math
 import os
+import shutil
 import stat
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +32,22 @@ from deepaudit.manifest import (
     Manifest,
     ManifestItem,
     ManifestWriter,
+    Split,
     read_manifest,
 )
 
 __all__ = [
+    "LABEL_WORDS",
+    "STAGING_DIR",
+    "ImportJob",
     "ImportReport",
+    "claims_media",
     "import_cnnspot",
     "import_csv",
     "import_folder",
     "item_from_file",
     "iter_files",
+    "run_import",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,9 +55,12 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 """Called with (files done, files in total) after each file."""
 
+STAGING_DIR = ".deepaudit-import"
+"""Hidden folder beside the manifest where an import stages its items until it publishes."""
+
 _REAL_DIRS = {"0_real"}
 _FAKE_DIRS = {"1_fake"}
-_LABEL_WORDS = {
+LABEL_WORDS: dict[str, Label] = {
     "real": "real",
     "0": "real",
     "false": "real",
@@ -70,6 +84,7 @@ class ImportReport:
     skipped: int  # already in the manifest (a resumed import)
     ignored: int  # files that are not media and do not claim to be (README.txt, ...)
     problems: tuple[DeepauditError, ...]  # files that claim to be media but cannot be read
+    absent: int = 0  # table rows whose file is not on disk (a partial download)
 
 
 def item_from_file(
@@ -81,6 +96,7 @@ def item_from_file(
     attributes: Mapping[str, AttributeValue] | None = None,
     generator: GeneratorInfo | None = None,
     item_id: str | None = None,
+    split: Split | None = None,
     transforms: tuple[str, ...] = (),
 ) -> ManifestItem:
     """Probe a media file and describe it as a manifest item (path relative to ``root``)."""
@@ -97,6 +113,7 @@ def item_from_file(
         label=label,
         source=source,
         generator=generator,
+        split=split,
         attributes=dict(attributes or {}),
         width=info.width,
         height=info.height,
@@ -128,59 +145,88 @@ def iter_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
         logger.warning("%s", line)
 
 
-def _claims_media(path: Path) -> bool:
+def claims_media(path: Path) -> bool:
+    """Whether a file's extension says it is an image or a video we read."""
     from deepaudit.media_formats import IMAGE_FORMATS, VIDEO_CONTAINERS
 
     ext = path.suffix.lower()
     return any(ext in exts for _, exts in (*IMAGE_FORMATS.values(), *VIDEO_CONTAINERS.values()))
 
 
-@dataclass
-class _Job:
+@dataclass(frozen=True)
+class ImportJob:
+    """One file to record: its label, source and whatever the layout says about it."""
+
     file: Path
     label: Label
     source: str
-    attributes: Mapping[str, AttributeValue]
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    generator: GeneratorInfo | None = None
+    split: Split | None = None
+    item_id: str | None = None  # default: the path relative to the manifest
 
 
-def _run_import(
-    out: Path, jobs: list[_Job], progress: Progress | None, problems: list[DeepauditError]
+def run_import(
+    out: str | os.PathLike[str],
+    jobs: Sequence[ImportJob],
+    *,
+    progress: Progress | None = None,
+    problems: Sequence[DeepauditError] = (),
 ) -> ImportReport:
+    """Probe and hash each job's file and publish the items into ``out/manifest.jsonl``.
+
+    Items are staged in ``out/.deepaudit-import/`` (one flushed line each) and the manifest is
+    rewritten atomically once every job is done: a crash leaves the old manifest (or none)
+    untouched, and a rerun resumes from the staged lines instead of re-hashing them.
+    ``problems`` are ones the caller found before (bad CSV rows) and are reported with these.
+    """
     from deepaudit.media_formats import sniff_bytes
 
-    added = skipped = ignored = 0
-    with ManifestWriter(out) as writer:
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    existing = read_manifest(dest) if (dest / MANIFEST_NAME).exists() else Manifest(dest, [])
+    staging = dest / STAGING_DIR
+    found: list[DeepauditError] = list(problems)
+    skipped = ignored = 0
+    with ManifestWriter(staging) as writer:
         for done, job in enumerate(jobs, start=1):
-            rel = Path(os.path.relpath(job.file.resolve(), out.resolve())).as_posix()
-            if rel in writer:
+            rel = Path(os.path.relpath(job.file.resolve(), dest.resolve())).as_posix()
+            item_id = job.item_id or rel
+            if item_id in existing:
                 skipped += 1
-            else:
+            elif item_id not in writer:  # staged by an interrupted run: kept as it is
                 try:
                     item = item_from_file(
                         job.file,
-                        root=out,
+                        root=dest,
                         label=job.label,
                         source=job.source,
                         attributes=job.attributes,
+                        generator=job.generator,
+                        split=job.split,
+                        item_id=item_id,
                     )
                     writer.write(item)
-                    added += 1
                 except MediaError as exc:
                     head = _head(job.file)
-                    if head and sniff_bytes(head).kind == "other" and not _claims_media(job.file):
+                    if head and sniff_bytes(head).kind == "other" and not claims_media(job.file):
                         ignored += 1  # a README or a CSV next to the photos: not a problem
                     else:
-                        problems.append(exc)
+                        found.append(exc)
             if progress is not None:
                 progress(done, len(jobs))
-    for exc in problems:
+    staged = [i for i in read_manifest(staging).items if i.id not in existing]
+    merged = Manifest(dest, [*existing.items, *staged])
+    merged.write()
+    shutil.rmtree(staging, ignore_errors=True)
+    for exc in found:
         logger.warning("%s", exc)
     return ImportReport(
-        manifest=read_manifest(out),
-        added=added,
+        manifest=merged,
+        added=len(staged),
         skipped=skipped,
         ignored=ignored,
-        problems=tuple(problems),
+        problems=tuple(found),
     )
 
 
@@ -207,10 +253,10 @@ def import_folder(
         raise ValueError(f"label must be 'real' or 'synthetic', got {label!r}")
     dest = Path(out) if out is not None else src
     jobs = [
-        _Job(f, label, source or src.resolve().name, dict(attributes or {}))
+        ImportJob(f, label, source or src.resolve().name, dict(attributes or {}))
         for f in iter_files(src)
     ]
-    return _run_import(dest, jobs, progress, [])
+    return run_import(dest, jobs, progress=progress)
 
 
 def import_cnnspot(
@@ -226,7 +272,7 @@ def import_cnnspot(
     """
     src = Path(folder)
     dest = Path(out) if out is not None else src
-    jobs: list[_Job] = []
+    jobs: list[ImportJob] = []
     for f in iter_files(src):
         parts = f.relative_to(src).parts[:-1]
         marks = [i for i, part in enumerate(parts) if part in _REAL_DIRS | _FAKE_DIRS]
@@ -238,10 +284,10 @@ def import_cnnspot(
         attributes: dict[str, AttributeValue] = {}
         if len(parts) > i + 1:
             attributes["subfolder"] = "/".join(parts[i + 1 :])
-        jobs.append(_Job(f, label, source, attributes))
+        jobs.append(ImportJob(f, label, source, attributes))
     if not jobs:
         raise MediaError(src, "no 0_real/ or 1_fake/ folders found (not a CNNSpot layout)")
-    return _run_import(dest, jobs, progress, [])
+    return run_import(dest, jobs, progress=progress)
 
 
 def _coerce(value: str) -> AttributeValue:
@@ -305,7 +351,7 @@ def import_csv(
         if missing:
             raise ManifestError(csv_file, f"no attribute column(s) {missing}", line=1)
     problems: list[DeepauditError] = []
-    jobs: list[_Job] = []
+    jobs: list[ImportJob] = []
     for line, row in enumerate(rows, start=2):
         raw_path = (row.get(path_column) or "").strip()
         if not raw_path:
@@ -313,12 +359,12 @@ def import_csv(
             continue
         if label_column is not None:
             word = (row.get(label_column) or "").strip().lower()
-            row_label = _LABEL_WORDS.get(word)
+            row_label = LABEL_WORDS.get(word)
             if row_label is None:
                 problems.append(
                     ManifestError(
                         csv_file,
-                        f"label {word!r} is not one of {sorted(_LABEL_WORDS)}",
+                        f"label {word!r} is not one of {sorted(LABEL_WORDS)}",
                         line=line,
                     )
                 )
@@ -327,5 +373,7 @@ def import_csv(
             row_label = label
         row_source = (row.get(source_column) or "").strip() if source_column else ""
         attrs: dict[str, Any] = {c: _coerce(row.get(c) or "") for c in attribute_columns}
-        jobs.append(_Job(base / raw_path, row_label, row_source or source or csv_file.stem, attrs))
-    return _run_import(dest, jobs, progress, problems)
+        jobs.append(
+            ImportJob(base / raw_path, row_label, row_source or source or csv_file.stem, attrs)
+        )
+    return run_import(dest, jobs, progress=progress, problems=problems)

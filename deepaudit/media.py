@@ -18,7 +18,7 @@ import re
 import stat
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -453,11 +453,14 @@ def write_image(
     *,
     quality: int = 95,
     lossless: bool = False,
+    save_params: Mapping[str, object] | None = None,
 ) -> Path:
     """Encode an RGB (or greyscale) uint8 array; the format follows the extension.
 
     The file appears atomically (written beside it, then renamed), so an interrupted writer
-    never leaves a half file. ``quality`` applies to JPEG and lossy WebP.
+    never leaves a half file. ``quality`` applies to JPEG and lossy WebP; ``save_params``
+    (Pillow's, e.g. ``qtables``, ``subsampling``, ``icc_profile``) override the defaults, so
+    a synthetic twin can be encoded exactly as its real photo was.
     """
     p = Path(path)
     fmt = _IMAGE_WRITE_FORMATS.get(p.suffix.lower())
@@ -475,6 +478,7 @@ def write_image(
         params = {"quality": int(quality), "lossless": lossless, "method": 4}
     elif fmt == "PNG":
         params = {"compress_level": 6}
+    params.update(save_params or {})
     with _atomic_path(p) as tmp:
         Image.fromarray(arr).save(tmp, format=fmt, **params)
     return p

@@ -204,8 +204,10 @@ def sniff_bytes(head: bytes) -> FormatGuess:
         return _unsupported("ico", "Windows icon")
     if head[:4] == b"OggS":
         return _unsupported("ogg", "Ogg stream (audio or Theora video)")
-    if head[:4] == b"fLaC" or head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
-        return _unsupported("audio", "audio file")
+    if head[:4] == b"fLaC":
+        return _unsupported("flac", "FLAC audio")
+    if head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\xff\xfa"):
+        return _unsupported("mp3", "MP3 audio")  # (an ID3 tag may front other streams too)
     # Not media at all
     if head[:5] == b"%PDF-":
         return _other("pdf", "content is a PDF document")

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # Nothing leaves the machine unless a user points at a server.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# With a tracking server mlflow writes "View run ... at URL" to stdout when a run ends: that
+# would land inside our commands' --json output (library code does not print).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 _MAX_PARAM_LEN = 6000  # mlflow's limit on a param value
 

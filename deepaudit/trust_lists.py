@@ -28,6 +28,7 @@ __all__ = [
     "TrustList",
     "TrustSource",
     "default_signing_anchors",
+    "default_tsa_anchors",
     "install_trust_lists",
     "load_trust_lists",
     "trust_dir",
@@ -120,6 +121,29 @@ def default_signing_anchors() -> str:
 @functools.lru_cache(maxsize=8)
 def _pem_text(path: str, mtime_ns: int, size: int) -> str:
     return Path(path).read_text(encoding="ascii")
+
+
+def default_tsa_anchors() -> tuple[str, str | None]:
+    """PEM of the TSA trust list in force and its label ("C2PA TSA Trust List of
+    2026-..."), which c2pa repeats when a time-stamp's authority chains to it; ("", None)
+    when none is installed."""
+    root, where = trust_dir()
+    pem = root / f"{LIST_FILES['tsa']}.pem"
+    try:
+        st = pem.stat()
+    except OSError:
+        return "", None
+    return _tsa_list(str(pem), st.st_mtime_ns, st.st_size, where)
+
+
+@functools.lru_cache(maxsize=8)
+def _tsa_list(path: str, mtime_ns: int, size: int, where: str) -> tuple[str, str | None]:
+    try:
+        listed = _read_list("tsa", Path(path), where)
+    except DeepauditError:  # an unreadable record: still the list, just undated
+        return _pem_text(path, mtime_ns, size), LIST_FILES["tsa"].replace("-", " ").title()
+    label = f"{listed.name} of {listed.issued[:10]}" if listed.issued else listed.name
+    return _pem_text(path, mtime_ns, size), label
 
 
 def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:

@@ -17,7 +17,7 @@ from deepaudit.detectors._registry import (
 from deepaudit.detectors.base import Detector
 
 # Entry modules register themselves on import; the registry imports nothing back.
-from deepaudit.detectors import features, networks, video, zoo  # noqa: F401  isort: skip
+from deepaudit.detectors import features, localize, networks, video, zoo  # noqa: F401  isort: skip
 
 __all__ = [
     "Detector",

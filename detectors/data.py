@@ -13,13 +13,16 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from deepaudit.errors import DeepauditError
 
-__all__ = ["ItemSet", "LabeledItem", "crop", "load_items"]
+if TYPE_CHECKING:
+    from deepaudit.manifest import Manifest
+
+__all__ = ["ItemSet", "LabeledItem", "crop", "items_from_manifest", "load_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class LabeledItem:
     generator: str | None = None  # sampler-level name for grids, e.g. "pixel-ddim"
     split: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    mask: Path | None = None  # ground truth of the edited region (white = generated), if any
 
 
 @dataclass
@@ -88,7 +92,11 @@ def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("ima
     """Items of a manifest folder with labels; missing split means 'train'."""
     from deepaudit.manifest import read_manifest
 
-    m = read_manifest(manifest)
+    return items_from_manifest(read_manifest(manifest), kinds=kinds)
+
+
+def items_from_manifest(m: Manifest, *, kinds: Sequence[str] = ("image",)) -> ItemSet:
+    """Items of a manifest already read (a fold made in memory, say); see :func:`load_items`."""
     out = []
     for it in m.items:
         if it.kind not in kinds:
@@ -96,6 +104,7 @@ def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("ima
         gen = None
         if it.label == "synthetic":
             gen = it.source
+        mask = it.extra.get("mask")
         out.append(
             LabeledItem(
                 id=it.id,
@@ -106,9 +115,10 @@ def load_items(manifest: str | os.PathLike[str], *, kinds: Sequence[str] = ("ima
                 generator=gen,
                 split=it.split or "train",
                 attributes=dict(it.attributes),
+                mask=m.root / str(mask) if isinstance(mask, str) and mask else None,
             )
         )
-    return ItemSet(out, Path(m.path).parent if Path(m.path).is_file() else Path(manifest))
+    return ItemSet(out, m.root)
 
 
 def crop(image: np.ndarray, size: int, *, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -242,10 +242,14 @@ def binary_report(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> MetricReport:
-    """Every metric above at once, with 95% bootstrap intervals for AUC, AP, EER and TPRs."""
+    """Every metric above at once, with 95% bootstrap intervals for AUC, AP, EER, TPRs and the
+    error rates (FPR, FNR). A set with one class gets the rate it has; the rest are NaN."""
     y, s = _check(labels, scores)
     values = {k: f(y, s) for k, f in _POINT_METRICS.items()}
     values.update(accuracy(y, s, threshold))
+    # the error rates at the threshold: on a set with one class only, the one that exists
+    values["fpr"] = 1.0 - values["real_accuracy"]
+    values["fnr"] = 1.0 - values["synthetic_accuracy"]
     ci: dict[str, tuple[float, float]] = {}
     if bootstrap:
         for k in ("auc", "ap", "eer", "tpr_at_fpr_5"):
@@ -253,6 +257,14 @@ def binary_report(
         ci["accuracy"] = bootstrap_ci(
             y, s, lambda a, b: accuracy(a, b, threshold)["accuracy"], n=bootstrap, seed=seed
         )
+        for k, acc in (("fpr", "real_accuracy"), ("fnr", "synthetic_accuracy")):
+            ci[k] = bootstrap_ci(
+                y,
+                s,
+                lambda a, b, acc=acc: 1.0 - accuracy(a, b, threshold)[acc],
+                n=bootstrap,
+                seed=seed,
+            )
     return MetricReport(
         n=int(y.size),
         n_real=int((y == 0).sum()),

@@ -76,11 +76,23 @@ def fit_network(
     resume: bool = True,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[dict[str, float], int], None] | None = None,
+    dataset: Any = None,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    select: Callable[[Any, ItemSet], float] | None = None,
+    select_name: str = "val_select",
 ) -> dict[str, Any]:
     """Train ``module`` (uint8 NCHW batch → logits (N, 1)); returns the training history.
 
+    ``dataset`` and ``loss`` let other targets use the same loop: a dataset of
+    ``(uint8 CHW, target, valid)`` (default: labelled crops) and ``loss_fn(output, target)``
+    (default: binary cross-entropy of the one logit against the label), e.g. per-pixel
+    masks for a localiser. ``select(det, val)`` (higher is better, logged as
+    ``select_name``) picks the best epoch and drives early stopping instead of the image AUC,
+    which saturates long before a localiser's maps are good.
+
     ``sample_weights`` (one per training item): each epoch draws items with probability
-    ∝ weight, with replacement (group-balanced sampling, see audit/mitigation.py)."""
+    ∝ weight, with replacement (group-balanced sampling, see audit/mitigation.py).
+    """
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -105,7 +117,9 @@ def fit_network(
         )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda") if policy.amp_dtype == "float16" else None
-    ds = CropDataset(train, det.input_size, train=True, seed=det.seed, blur_p=blur_p, jpeg_p=jpeg_p)
+    ds = dataset or CropDataset(
+        train, det.input_size, train=True, seed=det.seed, blur_p=blur_p, jpeg_p=jpeg_p
+    )
     workers = (
         num_workers if num_workers is not None else (0 if len(ds) < 2000 else policy.num_workers)
     )
@@ -133,6 +147,7 @@ def fit_network(
         },
     )
     fit_args = {
+        **({"target": type(ds).__name__} if dataset is not None else {}),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -183,8 +198,11 @@ def fit_network(
             x, y = x.to(dev, non_blocking=True), y.float().to(dev, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             with policy.autocast():
-                logits = net(x).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+                out = net(x)
+            if loss_fn is not None:
+                loss = loss_fn(out.float(), y)
+            else:
+                loss = F.binary_cross_entropy_with_logits(out.squeeze(1).float(), y)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -225,13 +243,17 @@ def fit_network(
             y_val = val.labels[ok]
             record["val_auc"] = auc(y_val, scores[ok])
             record["val_ap"] = ap(y_val, scores[ok])
-            best = history["best_val_auc"]
-            improved = best is None or (
-                not math.isnan(record["val_auc"]) and record["val_auc"] > best
-            )
+            key = "val_auc"
+            if select is not None:  # the target's own measure picks the best epoch
+                record[select_name] = float(select(det, val))
+                key = select_name
+            best = history.get("best_" + key)
+            improved = best is None or (not math.isnan(record[key]) and record[key] > best)
         if rank == 0:
             if improved:
                 history["best_val_auc"] = record.get("val_auc")
+                if select is not None:
+                    history["best_" + select_name] = record.get(select_name)
                 history["best_epoch"] = epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
                 state.tensors["best"] = best_state
@@ -257,10 +279,34 @@ def fit_network(
         if progress is not None and rank == 0:
             progress(done, total)
 
+    if world > 1:
+        trainer.restore()
+        _agree_on_resume(trainer, dev)
     trainer.fit(step, progress=report)
     if state.tensors["best"] is not None:
         module.load_state_dict(state.tensors["best"])
     return state.values["history"]
+
+
+def _agree_on_resume(trainer: Trainer, dev: Any) -> None:
+    """Every rank must resume at the step rank 0 resumes at. Only rank 0 writes checkpoints,
+    so a node whose ``--out`` is not the folder rank 0 writes (a local disk, not a shared
+    one) would start over while the others resume: other steps, a job that hangs."""
+    import torch
+    import torch.distributed as dist
+
+    mine = torch.tensor([trainer.state.step], device=dev if dev.type == "cuda" else "cpu")
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    steps = [int(s.item()) for s in every]
+    if len(set(steps)) > 1:
+        seen = ", ".join(
+            f"rank {r} at step {s}" if s else f"rank {r} none" for r, s in enumerate(steps)
+        )
+        raise DeepauditError(
+            f"{trainer.checkpoint}: the ranks found different checkpoints ({seen}); on "
+            "several nodes --out must be one folder that every node shares"
+        )
 
 
 def _digest(items: ItemSet | None) -> str | None:

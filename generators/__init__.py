@@ -20,7 +20,15 @@ from deepaudit.generators.families import GENERATOR_FAMILIES, GeneratorFamily, t
 
 # The entry modules register themselves on import (timm's direction: entries import the
 # registry, the package imports the entries; the registry imports nothing back).
-from deepaudit.generators import diffusion, pretrained, video  # noqa: F401  isort: skip
+from deepaudit.generators import (  # noqa: F401  isort: skip
+    autoencoders,
+    diffusion,
+    personalize,
+    pretrained,
+    restyle,
+    self_inpaint,
+    video,
+)
 
 __all__ = [
     "GENERATOR_FAMILIES",

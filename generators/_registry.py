@@ -38,10 +38,17 @@ def register_generator(
     family: str,
     kind: str = "image",
     description: str = "",
+    metadata: dict[str, Any] | None = None,
     **defaults: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``factory(**cfg) -> Generator`` under ``name`` (defaults merged into cfg)."""
-    return GENERATORS.register(name, kind=kind, family=family, description=description, **defaults)
+    """Register ``factory(**cfg) -> Generator`` under ``name`` (defaults merged into cfg).
+
+    ``metadata``: the paper it follows, and ``paired=True`` for generators that make a twin
+    of each real photo (the suite then writes the pair and matches the twin's format).
+    """
+    return GENERATORS.register(
+        name, kind=kind, family=family, description=description, metadata=metadata, **defaults
+    )
 
 
 def list_generators(pattern: str = "*") -> list[str]:

@@ -23,6 +23,8 @@ class GenerationRequest:
     class_label: str | None = None  # for class-conditional models: a value of the attribute
     init_image: np.ndarray | None = None  # img2img / inpaint / edit / upscale input (RGB uint8)
     mask: np.ndarray | None = None  # inpainting: (H, W) uint8, 255 = repaint
+    init_video: np.ndarray | None = None  # video-to-video input: (T, H, W, 3) uint8 RGB
+    init_fps: float | None = None  # its frame rate, which the output keeps
 
 
 @dataclass

@@ -6,7 +6,8 @@ Registered generators, each taking ``model=DIR`` (a diffusers pipeline folder a 
 - ``sd-img2img``: ``AutoPipelineForImage2Image`` — needs ``init_image`` per request
 - ``sd-inpaint``: ``AutoPipelineForInpainting`` — the mask is kept with the item (the ground
   truth for localisation); without one a seeded rectangle is used
-- ``instruct-pix2pix``: ``StableDiffusionInstructPix2PixPipeline`` (edit by instruction)
+- ``instruct-pix2pix``: ``StableDiffusionInstructPix2PixPipeline`` (edit by instruction); the
+  pixels that changed from the source (:func:`edit_difference_mask`) are kept as its mask
 - ``sd-upscale``: ``StableDiffusionUpscalePipeline`` (x4 upscaler)
 - ``text2video``: any diffusers video pipeline (TextToVideoSD, AnimateDiff, ...) → frames
 
@@ -30,7 +31,7 @@ from deepaudit.generators.base import BatchedGenerator, GeneratedItem, Generatio
 from deepaudit.generators.samplers import make_scheduler
 from deepaudit.manifest import GeneratorInfo
 
-__all__ = ["PretrainedPipelineGenerator", "default_inpaint_mask"]
+__all__ = ["PretrainedPipelineGenerator", "default_inpaint_mask", "edit_difference_mask"]
 
 _TASKS = {
     "text2img": "AutoPipelineForText2Image",
@@ -64,6 +65,27 @@ def default_inpaint_mask(height: int, width: int, seed: int) -> np.ndarray:
     return mask
 
 
+def edit_difference_mask(
+    source: np.ndarray, edited: np.ndarray, *, threshold: int = 32, blur: float = 2.0
+) -> np.ndarray:
+    """Where an edit changed the source: 255 where the largest channel difference, smoothed
+    by a Gaussian of radius ``blur`` pixels, exceeds ``threshold`` (of 255), else 0.
+
+    An instruction edit has no mask of its own, and a latent pipeline's autoencoder moves
+    every pixel a few levels, so "changed at all" would mark the whole image; the smoothing
+    drops isolated pixels and the threshold sits above that round-trip noise. The source is
+    resized to the edit's size first (pipelines round sizes to multiples of 8).
+    """
+    from PIL import Image, ImageFilter
+
+    h, w = edited.shape[:2]
+    if source.shape[:2] != (h, w):
+        source = np.asarray(Image.fromarray(source).resize((w, h), Image.Resampling.BICUBIC))
+    diff = np.abs(edited.astype(np.int16) - source.astype(np.int16)).max(axis=-1)
+    smooth = Image.fromarray(diff.astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
+    return np.where(np.asarray(smooth) > threshold, 255, 0).astype(np.uint8)
+
+
 class PretrainedPipelineGenerator(BatchedGenerator):
     """A diffusers pipeline from a local folder, driven by generation requests."""
 
@@ -83,6 +105,7 @@ class PretrainedPipelineGenerator(BatchedGenerator):
         num_frames: int = 16,
         fps: float = 8.0,
         batch_size: int = 4,
+        mask_threshold: int = 32,
         device: str = "auto",
         precision: str = "auto",
     ) -> None:
@@ -107,6 +130,7 @@ class PretrainedPipelineGenerator(BatchedGenerator):
         self.strength, self.image_guidance = float(strength), float(image_guidance)
         self.num_frames, self.fps = int(num_frames), float(fps)
         self.batch_size = int(batch_size)
+        self.mask_threshold = int(mask_threshold)
         self.kind = "video" if task == "text2video" else "image"
         self.policy = device_policy(device, precision=precision)
         dtype = torch.float32
@@ -193,8 +217,12 @@ class PretrainedPipelineGenerator(BatchedGenerator):
             params: dict[str, Any] = {"task": self.task, "pipeline": type(self.pipe).__name__}
             if self.task in ("img2img", "inpaint"):
                 params["strength"] = self.strength
+            if self.task == "inpaint":
+                params["mask"] = "inpaint"
             if self.task == "instruct":
                 params["image_guidance"] = self.image_guidance
+                masks[k] = edit_difference_mask(r.init_image, px, threshold=self.mask_threshold)
+                params["mask"] = f"difference>{self.mask_threshold}"
             info = GeneratorInfo(
                 model=self.model_name,
                 sampler=self.sampler or type(self.pipe.scheduler).__name__,

@@ -31,6 +31,7 @@ from deepaudit.manifest import GeneratorInfo
 from deepaudit.trainer import Trainer, TrainState
 
 __all__ = [
+    "NULL_CONTEXT_DIM",
     "VideoDiffusionGenerator",
     "VideoTrainConfig",
     "load_training_clips",
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_NULL_DIM = 8  # width of the constant null context fed to cross-attention
+NULL_CONTEXT_DIM = 8  # width of the constant null context fed to cross-attention
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def _build_unet3d(cfg: VideoTrainConfig) -> Any:
         block_out_channels=cfg.channels,
         layers_per_block=1,
         norm_num_groups=math.gcd(8, *cfg.channels),
-        cross_attention_dim=_NULL_DIM,
+        cross_attention_dim=NULL_CONTEXT_DIM,
         attention_head_dim=2,  # for UNet3D this is the number of heads
     )
 
@@ -177,7 +178,7 @@ def train_video_diffusion(
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     data = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()  # N, C, F, H, W
-    null = torch.zeros(config.batch_size, 1, _NULL_DIM, device=dev)
+    null = torch.zeros(config.batch_size, 1, NULL_CONTEXT_DIM, device=dev)
     state = TrainState(
         modules={"unet": unet}, stateful={"opt": opt}, generators={"noise": gen, "clips": rng}
     )
@@ -318,7 +319,7 @@ class VideoDiffusionGenerator(BatchedGenerator):
         sched = make_scheduler(self.sampler, self.sched_cfg)
         sched.set_timesteps(self.steps, device=dev)
         x = x * sched.init_noise_sigma
-        null = torch.zeros(len(requests), 1, _NULL_DIM, device=dev)
+        null = torch.zeros(len(requests), 1, NULL_CONTEXT_DIM, device=dev)
         kwargs = {"generator": gens} if step_accepts_generator(sched) else {}
         with torch.inference_mode():
             for t in sched.timesteps:

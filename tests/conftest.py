@@ -13,6 +13,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import numpy as np
 import pytest
 
+pytest_plugins = ["tests.ray_cluster"]  # the `ray_cluster` fixture: a real two-node local cluster
+
 # Fixtures that train a model or generate a data set: seconds to a minute each on 2 cores, so
 # a test that needs one is slow whatever its own body costs (`make test-fast` skips it).
 TRAINED_FIXTURES = frozenset(

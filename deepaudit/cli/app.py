@@ -22,6 +22,7 @@ from deepaudit.cli import (
     manifest,
     media,
     provenance,
+    review,
     runs,
     scan,
     trust,
@@ -39,6 +40,7 @@ HELP = (
     "Inspect media by content and read what it says about itself (inspect, metadata, "
     "provenance); sign files (sign); build datasets (manifest, generators, generate); "
     "train and evaluate detectors (detectors); scan files for synthetic content (scan); "
+    "check a scan's files by hand in the browser (review); "
     "audit detectors, generators and datasets (audit); track runs (env, runs). "
     "`deepaudit demo` shows all of it end to end. Add --help to any command."
 )
@@ -96,6 +98,7 @@ app.command("generate")(generators.generate)
 app.add_typer(detectors.app, name="detectors")
 app.command("scan")(scan.scan)
 app.command("anonymize")(anonymize)
+app.command("review")(review.review)
 app.add_typer(audit.app, name="audit")
 app.command("env")(runs.env)
 app.command("runs")(runs.runs)

@@ -379,31 +379,71 @@ def detectors_evaluate(
     cross_generator: Annotated[
         bool, typer.Option(help="Also train one detector per generator and test on each.")
     ] = False,
+    as_is: Annotated[
+        bool,
+        typer.Option(
+            "--as-is",
+            help="Score the files as they are (no identical re-encoding of both classes).",
+        ),
+    ] = False,
+    encode: Annotated[
+        str, typer.Option(help="How both classes are re-encoded: jpeg:Q, webp:Q or png.")
+    ] = "jpeg:95",
+    chroma: Annotated[
+        str, typer.Option(help="JPEG chroma subsampling: 4:2:0, 4:2:2 or 4:4:4.")
+    ] = "4:2:0",
+    max_side: Annotated[
+        int | None, typer.Option(help="Size policy: scale larger images to this longer side.")
+    ] = None,
+    resize_audit: Annotated[
+        bool, typer.Option(help="Score at native size, centre crop, 256 and 512 too.")
+    ] = True,
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Train one detector per fold and report the matrix: leave-one-out, or "
+            "newer-than:DATE (repeat for several cut-offs)."
+        ),
+    ] = None,
+    release_dates: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON/CSV generator -> release date."),
+    ] = None,
     track: Annotated[bool, typer.Option(help="Record the evaluation in mlflow.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a detector: overall and per-generator metrics with 95% CIs, robustness,
-    a format-shortcut check, predictions.jsonl (for the fairness audit) and plots."""
+    predictions.jsonl (for the fairness audit) and plots, under a protocol with no
+    shortcuts: both classes re-encoded identically (--as-is opts out), a resize audit and
+    a format-shortcut check; seen vs held-out generators when the detector's training
+    generators are known; --protocol trains one detector per fold for the full matrix."""
     from deepaudit.detectors import load_detector
     from deepaudit.detectors.data import load_items
     from deepaudit.detectors.evaluate import DEFAULT_ROBUSTNESS, evaluate_detector
+    from deepaudit.detectors.protocol import parse_encode
     from deepaudit.devices import resolve_precision
     from deepaudit.tracking import Tracker
 
     with errors_to_exit():
+        policy = None if as_is else parse_encode(encode, subsampling=chroma, max_side=max_side)
         det = load_detector(detector, device=device, precision=resolve_precision(precision, device))
         items = load_items(data, kinds=det.media_kinds)
         chosen = items if split == "all" else items.split(split)
         if not len(chosen):
             raise typer.BadParameter(f"no items in split {split!r} of {data}")
+        summary = det.training_summary if isinstance(det.training_summary, dict) else {}
+        sources = (summary.get("train") or {}).get("sources") or {}
         with progress_bar("evaluating") as update:
             result = evaluate_detector(
                 det,
                 chosen,
                 out,
                 robustness=DEFAULT_ROBUSTNESS if robustness else (),
+                encode=policy,
+                resize_audit=resize_audit,
+                trained_on=[g for g in sources if g != "real"] or None,
                 tracker=Tracker() if track else None,
                 progress=update,
             )
@@ -411,6 +451,10 @@ def detectors_evaluate(
                 from deepaudit.detectors.evaluate import cross_generator as cross
 
                 result["cross_generator"] = cross(det.name, dict(det.params()), items, out)
+            if protocol:
+                result["fold_matrix"] = _fold_matrix(
+                    det, data, protocol, release_dates, policy, out, update
+                )
     if as_json:
         print_json(result)
         return
@@ -418,18 +462,104 @@ def detectors_evaluate(
     ov = result["overall"]
     o.print(
         f"{len(chosen)} items: AUC {ov['auc']} AP {ov['ap']} EER {ov['eer']} "
-        f"acc {ov['accuracy']} (threshold {result['threshold']:.4f})",
+        f"acc {ov['accuracy']} FPR {ov['fpr']} FNR {ov['fnr']} "
+        f"(threshold {result['threshold']:.4f})",
         markup=False,
     )
+    if result.get("note"):
+        o.print(f"  note: {result['note']}", markup=False)
     for g, m in result["per_generator"].items():
         o.print(f"  {g}: AUC {m['auc']} TPR@5%FPR {m['tpr_at_fpr_5']}", markup=False)
     for p, m in result.get("robustness", {}).items():
         o.print(f"  {p}: AUC {m['auc']}", markup=False)
-    fs = result.get("format_shortcut")
-    if fs and fs["shortcut_suspected"]:
+    _print_shortcuts(result)
+    o.print(f"written: {out / 'metrics.json'}, {out / 'predictions.jsonl'}, plots", markup=False)
+
+
+def _fold_matrix(
+    det: Any,
+    data: Path,
+    protocols: list[str],
+    release_dates: Path | None,
+    policy: Any,
+    out: Path,
+    update: Any,
+) -> dict[str, Any]:
+    """Folds from --protocol values, one detector trained per fold (same settings)."""
+    from deepaudit import generator_folds as gf
+    from deepaudit.detectors.generalisation import fold_matrix
+    from deepaudit.manifest import read_manifest
+
+    m = read_manifest(data)
+    dates = gf.read_release_dates(release_dates) if release_dates else None
+    folds = {}
+    for spec in protocols:
+        kind, _, value = spec.partition(":")
+        if kind == "leave-one-out":
+            folds.update({f"without {g}": f for g, f in gf.leave_one_out(m).items()})
+        elif kind == "newer-than" and value:
+            folds[f"before {value}"] = gf.newer_than(m, value, dates=dates)
+        else:
+            raise typer.BadParameter(
+                f"--protocol takes leave-one-out or newer-than:DATE, got {spec!r}"
+            )
+    return fold_matrix(
+        det.name,
+        dict(det.params()),
+        folds,
+        out,
+        encode=policy,
+        kinds=det.media_kinds,
+        progress=update,
+    )
+
+
+def _print_shortcuts(result: dict[str, Any]) -> None:
+    o = stdout()
+    sc = result.get("shortcuts") or {}
+    enc = sc.get("reencoded")
+    o.print(
+        "  protocol: both classes re-encoded as " + enc["description"]
+        if enc
+        else "  protocol: files scored as they are (--as-is)",
+        markup=False,
+    )
+    if sc.get("input"):
+        o.print(f"  input: {sc['input']['note']}", markup=False)
+    ra = sc.get("resize_audit")
+    if ra:
+        parts = ", ".join(f"{n} {v['auc']}" for n, v in ra["variants"].items())
+        o.print(f"  resize audit: AUC {parts}; spread {ra['spread']}", markup=False)
+    fs = sc.get("format_shortcut")
+    if fs:
         o.print(
-            f"  warning: AUC drops by {fs['auc_drop']:.3f} when every file is re-encoded "
-            "as JPEG: the detector may be reading the file format",
+            f"  format shortcut: AUC as-is {fs['auc_original']}, re-encoded "
+            f"{fs['auc_reencoded']} (drop {fs['auc_drop']})",
             markup=False,
         )
-    o.print(f"written: {out / 'metrics.json'}, {out / 'predictions.jsonl'}, plots", markup=False)
+    for w in sc.get("warnings") or []:
+        o.print(f"  warning: {w}", markup=False)
+    gen = result.get("generalisation")
+    if gen:
+        o.print(
+            f"  generalisation: mean AUC on generators seen in training {gen['mean_auc_seen']}, "
+            f"held out {gen['mean_auc_held_out']}",
+            markup=False,
+        )
+        for r in gen["generators"]:
+            tag = "seen" if r["seen_in_training"] else "held out"
+            date = f" ({r['release_date']})" if r["release_date"] else ""
+            o.print(f"    {r['generator']}{date}: AUC {r['auc']} [{tag}]", markup=False)
+    fm = result.get("fold_matrix")
+    if fm:
+        o.print(
+            f"  fold matrix (AUC; rows: folds): mean held-out {fm['mean_auc_held_out']}, "
+            f"mean seen {fm['mean_auc_seen']}",
+            markup=False,
+        )
+        for fold, row in fm["matrix"].items():
+            cells = ", ".join(
+                f"{g} {v}{'*' if g in fm['held_out'][fold] else ''}" for g, v in row.items()
+            )
+            o.print(f"    {fold}: {cells}", markup=False)
+        o.print("    (* held out of that fold's training)", markup=False)

@@ -113,6 +113,74 @@ def generators_train(
     )
 
 
+@app.command("personalize")
+def generators_personalize(
+    base: Annotated[
+        Path,
+        typer.Option(
+            help="Base model: a local diffusers text-to-image pipeline folder, or a pixel/"
+            "latent model trained here."
+        ),
+    ],
+    photos: Annotated[
+        Path, typer.Option(help="The subject's photos: a folder (3-20 photos) or a manifest.")
+    ],
+    subject: Annotated[str, typer.Option(help="Subject id (the manifest attribute 'subject').")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write (resumes).")],
+    token: Annotated[str, typer.Option(help="Rare token that names the subject.")] = "sks",
+    class_noun: Annotated[str, typer.Option(help="What the subject is (pipelines).")] = "person",
+    subject_class: Annotated[
+        str | None,
+        typer.Option(help="Class-conditional model trained here: the class that becomes it."),
+    ] = None,
+    prior: Annotated[
+        Path | None, typer.Option(help="Prior-preservation images of the plain class.")
+    ] = None,
+    prior_count: Annotated[
+        int, typer.Option(help="Without --prior: draw this many from the base model.")
+    ] = 0,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 200,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Seed for noise and photo order.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    track: Annotated[bool, typer.Option(help="Record the run in mlflow.")] = True,
+) -> None:
+    """Fine-tune a subject LoRA (DreamBooth recipe) on a few photos of one subject. Rerun
+    the same command to resume; then generate with generator = "personalize", model = OUT."""
+    from deepaudit.generators.lora import SubjectConfig, train_subject_lora
+    from deepaudit.tracking import Tracker
+
+    with errors_to_exit():
+        config = SubjectConfig(
+            subject=subject,
+            token=token,
+            class_noun=class_noun,
+            subject_class=subject_class,
+            rank=rank,
+            steps=steps,
+            lr=lr,
+            prior_count=prior_count,
+            seed=seed,
+        )
+        with progress_bar(f"training subject LoRA {subject!r}") as update:
+            path = train_subject_lora(
+                base,
+                photos,
+                out,
+                config=config,
+                prior_photos=prior,
+                device=device,
+                tracker=Tracker() if track else None,
+                progress=lambda step, total, loss: update(step, total),
+            )
+    stdout().print(
+        f'subject LoRA written to {path}; generate with generator = "personalize", '
+        f'model = "{path}"',
+        markup=False,
+    )
+
+
 def _parse_channels(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
@@ -126,16 +194,45 @@ def generate(
     suite: Annotated[Path, typer.Option("--suite", help="Suite spec (TOML).", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder (resumes).")],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    track: Annotated[
+        bool, typer.Option(help="Record training done for the suite (personalize) in mlflow.")
+    ] = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Generate the batches on a Ray cluster (needs deepaudit[scale]); the same "
+            "files as a local run.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="With --ray: batches in flight (default: GPUs or CPUs).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic dataset from a suite spec: media files + manifest.jsonl, each
     item with generator, sampler, seed, prompt and post-processing. Rerun to resume."""
     from deepaudit.generators.suite import load_suite, run_suite
+    from deepaudit.tracking import Tracker
 
     with errors_to_exit():
         spec = load_suite(suite)
         with progress_bar("generating") as update:
-            report = run_suite(spec, out, device=device, progress=update)
+            if ray is not None:
+                from deepaudit.generators.suite_ray import run_suite_ray
+
+                report = run_suite_ray(
+                    spec, out, address=ray, device=device, workers=workers, progress=update
+                )
+            else:
+                report = run_suite(
+                    spec,
+                    out,
+                    device=device,
+                    progress=update,
+                    tracker=Tracker() if track else None,
+                )
     data = report.to_json()
     if as_json:
         print_json(data)

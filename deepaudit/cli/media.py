@@ -90,8 +90,10 @@ def metadata(
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
 ) -> None:
-    """AI-generation signals in image metadata (not C2PA): A1111/ComfyUI/InvokeAI/NovelAI
-    records, IPTC digital source type in XMP, EXIF Software and camera fields."""
+    """AI-generation signals in metadata (not C2PA): A1111/ComfyUI/InvokeAI/NovelAI
+    records, IPTC digital source type in XMP, EXIF Software and camera fields; in videos and
+    audio, the container tags (MP4/MOV udta/meta keys and XMP, Matroska/WebM tags, WAV INFO,
+    MP3 ID3)."""
     from deepaudit.audit.metadata import read_ai_metadata
     from deepaudit.errors import MediaError, error_record
 

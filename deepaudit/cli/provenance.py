@@ -136,6 +136,11 @@ def _print_provenance(r: dict[str, Any], tree: bool) -> None:
     if r.get("signer") and r["signer"].get("not_after"):
         s = r["signer"]
         out.print(Text(f"  certificate valid {s.get('not_before')} to {s.get('not_after')}"))
+    if r.get("time_stamp"):
+        out.print(Text(f"  {r['time_stamp']['label']}"))
+    for who in r.get("identities") or []:
+        failed = f" [{', '.join(who['failures'])}]" if who.get("failures") else ""
+        out.print(Text(f"  identity: {who['summary']}{failed}"))
     if r.get("digital_source_types"):
         out.print(Text("  digital source type: " + ", ".join(r["digital_source_types"])))
     if r.get("signals"):

@@ -69,6 +69,16 @@ def scan(
             "synthesis, inside is reported as no-evidence."
         ),
     ] = "0.2,0.8",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Run on a Ray cluster (needs deepaudit[scale]): auto joins the one started "
+            "with `ray start`, local starts a private one, or give the head's host:port. "
+            "--workers is then the CPU tasks at a time.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     strict: Annotated[
         bool,
@@ -88,10 +98,17 @@ def scan(
         lo, hi = (float(v) for v in band.split(","))
     except ValueError:
         raise typer.BadParameter(f"--band takes LOW,HIGH, e.g. 0.2,0.8 (got {band!r})") from None
+    scan_fn = run_scan
+    more = {}
+    if ray is not None:
+        from deepaudit.audit.scan_ray import run_scan_ray as scan_fn
+
+        more = {"address": ray}
     with errors_to_exit(), progress_bar("scanning") as update:
-        summary = run_scan(
+        summary = scan_fn(
             paths,
             out,
+            **more,
             detectors=detector or [],
             trust_anchors=trust_anchors,
             default_trust=not no_default_trust,

@@ -152,3 +152,30 @@ def test_calibrated_threshold_read_beside_the_predictions(tmp_path):
     (ev / "metrics.json").write_text("{not json")
     with pytest.raises(FairnessError, match=r"metrics\.json: not JSON"):
         calibrated_threshold(ev / "predictions.jsonl")
+
+
+def test_gap_interval_says_when_a_small_sample_gap_may_be_noise(tmp_path):
+    from deepaudit.audit.report import write_fairness_report
+
+    rng = np.random.default_rng(1)
+
+    def real_only(n_per_group, fpr_a, fpr_b):
+        # real items only: auditing false alarms; group a is flagged more often than b
+        s = np.r_[rng.random(n_per_group) < fpr_a, rng.random(n_per_group) < fpr_b] * 0.8 + 0.1
+        return _scored(np.zeros(2 * n_per_group, int), s, ["a"] * n_per_group + ["b"] * n_per_group)
+
+    small = fairness_audit(real_only(12, 0.25, 0.08), ["g"], min_n=5, bootstrap=500)
+    gap = small.gaps["g"]["fpr_gap"]
+    assert gap["worst"] == "a" and gap["best"] == "b"
+    assert gap["difference"] == pytest.approx(small.gaps["g"]["fpr_max_minus_min"])
+    assert gap["ci95"][0] <= gap["difference"] <= gap["ci95"][1]
+    assert gap["ci_includes_0"] and small.gaps["g"]["fnr_gap"] is None  # no synthetic items
+    large = fairness_audit(real_only(1500, 0.25, 0.08), ["g"], min_n=5, bootstrap=500)
+    assert not large.gaps["g"]["fpr_gap"]["ci_includes_0"]
+    html = write_fairness_report(small, tmp_path / "small", data=real_only(12, 0.25, 0.08))
+    page = html["html"].read_text()
+    assert "FPR a vs b" in page and "includes 0, so this gap may be sampling noise" in page
+    # real-only data: no (empty) ROC figure, and the page says why
+    assert "ROC by g" not in page and "a ROC curve needs both" in page
+    page = write_fairness_report(large, tmp_path / "large")["html"].read_text()
+    assert "the interval excludes 0" in page

@@ -27,10 +27,11 @@ def test_evaluate_writes_metrics_predictions_and_plots(detector_data, tmp_path):
     }
     assert set(result["robustness"]) >= {"jpeg:75", "resize:0.5", "blur:2", "noise:5"}
     shortcut = result["format_shortcut"]
-    assert shortcut["auc_original"] == result["overall"]["auc"]
+    assert shortcut["auc_reencoded"] == result["overall"]["auc"]  # scored re-encoded
     assert shortcut["auc_drop"] == pytest.approx(
-        shortcut["auc_original"] - shortcut["auc_all_jpeg95"]
+        shortcut["auc_original"] - shortcut["auc_reencoded"]
     )
+    assert result["shortcuts"]["format_shortcut"] == shortcut
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["overall"] == result["overall"] and saved["format_shortcut"] == shortcut
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
@@ -126,3 +127,29 @@ def test_ddp_training_under_torchrun(detector_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["metrics"]["test"]["n"] > 0
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
+
+
+def test_evaluate_on_one_class_reports_the_rates_that_exist(detector_data, tmp_path):
+    items = load_items(detector_data)
+    det = create_detector("spectral")
+    train_detector(det, items, tmp_path / "det")
+    test = items.split("test")
+    real, synthetic = test.where(label=0), test.where(label=1)
+    ev = evaluate_detector(det, real, tmp_path / "real", robustness=("jpeg:75",), bootstrap=50)
+    ov = ev["overall"]
+    flagged = sum(
+        json.loads(line)["score"] >= det.threshold
+        for line in (tmp_path / "real" / "predictions.jsonl").read_text().splitlines()
+    )
+    assert ov["fpr"] == pytest.approx(flagged / len(real))
+    assert ov["auc"] is None and ov["fnr"] is None and ov["ci95"]["fpr"][0] is not None
+    assert "only real items" in ev["note"] and "FPR" in ev["note"]
+    assert ev["robustness"]["jpeg:75"]["fpr"] is not None
+    # no empty ROC: the plot is left out and the reason recorded
+    assert not (tmp_path / "real" / "roc.png").exists()
+    assert "needs both" in ev["plots_left_out"]["roc.png"]
+    saved = json.loads((tmp_path / "real" / "metrics.json").read_text())
+    assert saved["plots_left_out"] == ev["plots_left_out"]
+    ev = evaluate_detector(det, synthetic, tmp_path / "syn", robustness=(), bootstrap=50)
+    assert ev["overall"]["fpr"] is None and 0 <= ev["overall"]["fnr"] <= 1
+    assert "only synthetic items" in ev["note"]

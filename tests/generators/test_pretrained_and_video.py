@@ -42,6 +42,8 @@ def test_image_pipelines_from_a_local_folder(tiny_pipelines, init_image, name, t
     assert np.abs(alone - items[0].pixels).max() <= 2
     if task == "inpaint":
         assert items[0].mask.shape == (64, 64) and items[0].mask.max() == 255
+    elif task == "instruct":  # what the edit changed, thresholded (the manifest says how)
+        assert items[0].mask.shape == (64, 64) and items[0].info.params["mask"] == "difference>32"
     else:
         assert items[0].mask is None
 

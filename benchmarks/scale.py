@@ -1,0 +1,284 @@
+"""The scan on Ray against the local scan on one machine, and what each stage costs.
+
+``python -m benchmarks.scale [--quick]`` prints JSON (needs ``deepaudit[scale]``). Files:
+JPEG and PNG photo crops and a few MP4 clips; one timm detector (weights untouched).
+
+- ``local_files_per_s``: ``run_scan`` (worker processes, default workers) over the files;
+- ``ray_files_per_s``: ``run_scan_ray`` on a private Ray instance with as many CPUs as the
+  machine, warm (its worker processes started and imports done by a first run, as on a
+  long-lived cluster) and ``ray_cold_files_per_s`` (the first run, with Ray's startup);
+- ``overhead_ratio``: ray ÷ local, warm (goal ≥ 0.8);
+- ``scaling``: files/s as the Ray instance's CPUs (so its CPU tasks) grow from 1 to the cores;
+- ``stages_ms_per_file``: each stage alone on one core in this process — read, hash, C2PA,
+  metadata + watermark, decode, the detector's input preparation, inference (batches of
+  32), verdict + results line, and the bytes a file's record carries from the CPU tasks
+  to the detector actors;
+- ``model``: files/s at 1, 10 and 100 nodes of 16 cores + 1 GPU, from those stage figures
+  and the H200 resnet50 rate measured before (docs/scan.md), and the stage that bounds it
+  (docs/scale.md explains it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# resnet50 crops/s on one H200 at bf16, measured 2026-11-28 (docs/scan.md)
+H200_RESNET50_PER_S = 3900.0
+NODE_CORES = 16
+
+
+def _stages(files: list[Path], det_dir: Path) -> dict[str, float]:
+    """Milliseconds per file of each stage alone, one core, this process."""
+    from deepaudit.audit.provenance import image_signals, inspect_provenance
+    from deepaudit.audit.scan import load_scan_detectors, result_line
+    from deepaudit.audit.verdict import Fusion
+    from deepaudit.c2pa_layer import make_context
+    from deepaudit.detectors.inference import score_prepared
+    from deepaudit.media import file_sha256, load_file, read_image, read_video
+
+    loaded = load_scan_detectors([det_dir], "cpu", "auto", "torch", 0)
+    spec = loaded[0].spec
+    warm = spec.prepare(read_image(next(p for p in files if p.suffix != ".mp4")))
+    score_prepared(loaded[0].det, [warm], video=[False])  # first-call setup is not per file
+    ctx = make_context(None)
+    t = dict.fromkeys(
+        ("read", "hash", "c2pa", "metadata_watermark", "decode", "prepare", "inference"), 0.0
+    )
+    t["verdict_line"] = 0.0
+    sizes = []
+    inputs, video = [], []
+
+    def clock(name: str, fn):
+        s = time.perf_counter()
+        out = fn()
+        t[name] += time.perf_counter() - s
+        return out
+
+    for p in files:
+        src = clock("read", lambda p=p: load_file(p))
+        clock("hash", lambda p=p: file_sha256(p))
+        prov = clock("c2pa", lambda p=p, src=src: inspect_provenance(p, context=ctx, source=src))
+        if p.suffix == ".mp4":
+            px = clock("decode", lambda p=p, src=src: read_video(p, num_frames=8, source=src))
+            px = px.frames
+        else:
+            px = clock("decode", lambda p=p, src=src: read_image(p, source=src))
+            clock(
+                "metadata_watermark", lambda p=p, px=px, src=src: image_signals(p, px, source=src)
+            )
+        x = clock("prepare", lambda px=px: spec.prepare(px))
+        inputs.append(x)
+        video.append(p.suffix == ".mp4")
+        sizes.append(len(pickle.dumps({"prov": prov.to_json(), "x": x}, protocol=5)))
+    scores = clock(
+        "inference",
+        lambda: score_prepared(loaded[0].det, inputs, video=video, batch_size=32),
+    )
+    policy = Fusion(rule="mean-logit", band=(0.2, 0.8), domains={}, calibrated={})
+    for p, sc in zip(files, scores, strict=True):
+        rec = {"path": str(p), "kind": "image", "scores": {"det": sc.to_json()}}
+        clock("verdict_line", lambda rec=rec: result_line(rec, policy))
+    ms = {k: round(1000 * v / len(files), 3) for k, v in t.items()}
+    ms["record_bytes"] = round(sum(sizes) / len(sizes))
+    return ms
+
+
+def _r(x: float | None) -> float | None:
+    return round(x, 3) if x is not None else None
+
+
+def _model(stages: dict[str, float], driver_lines_per_s: float, driver: dict[str, float]) -> dict:
+    """Files/s at 1, 10 and 100 nodes of 16 cores + 1 H200: the slowest stage bounds it."""
+    from deepaudit.audit.scan_ray import rows_per_block
+
+    cpu_ms = sum(
+        stages[k] for k in ("read", "hash", "c2pa", "metadata_watermark", "decode", "prepare")
+    )
+    gpu_per_node = H200_RESNET50_PER_S  # one crop per image file
+    cpu_per_node = NODE_CORES * 1000.0 / cpu_ms
+    out = {}
+    for nodes in (1, 10, 100):
+        limits = {
+            "cpu_stages": round(nodes * cpu_per_node),
+            "detector_gpu": round(nodes * gpu_per_node),
+            "results_writing": round(driver_lines_per_s),
+            # the driver's own CPU per file (Ray Data's executor per block of as many files
+            # as the cluster has CPUs, the results loop per file), one core
+            "driver": round(
+                1000.0
+                / (
+                    driver["executor_ms_per_block"] / rows_per_block(nodes * NODE_CORES)
+                    + driver["results_loop_ms_per_row"]
+                )
+            ),
+        }
+        bound = min(limits, key=limits.get)
+        out[f"{nodes}_nodes"] = {
+            "limits_files_per_s": limits,
+            "bound_by": bound,
+            "rows_per_block": rows_per_block(nodes * NODE_CORES),
+        }
+    out["cpu_ms_per_file"] = round(cpu_ms, 3)
+    out["assumes"] = (
+        f"{NODE_CORES} cores and 1 H200 per node ({H200_RESNET50_PER_S:.0f} resnet50 crops/s, "
+        "docs/scan.md); CPU stages scale with cores; one driver writes every line"
+    )
+    return out
+
+
+def _driver_lines_per_s(n: int = 20000) -> float:
+    """Lines/s one process appends to results.jsonl, flushed per batch of 32."""
+    line = json.dumps({"path": "/data/inbox/x" * 3, "verdict": "no-evidence", "pad": "x" * 900})
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "r.jsonl", "w") as fh:
+        s = time.perf_counter()
+        for i in range(n):
+            fh.write(line + "\n")
+            if i % 32 == 31:
+                fh.flush()
+        return n / (time.perf_counter() - s)
+
+
+def _driver_ms(rows_per_block: int) -> dict[str, float]:
+    """The driver's CPU per block (Ray Data's streaming executor moving blocks through two
+    trivial stages, warm) and per row (the results loop: a batch's columns, one write per
+    line), on this machine's running Ray instance: what one driver pays per file at scale."""
+    import pyarrow as pa
+    import ray.data
+
+    def pipe(n_blocks: int) -> None:
+        ds = ray.data.range(n_blocks * rows_per_block, override_num_blocks=n_blocks)
+        ds = ds.map_batches(lambda b: b, batch_size=None)
+        ds = ds.map_batches(lambda b: b, batch_size=None, memory=1)  # not fused: two stages
+        for _ in ds.iter_batches(batch_size=None):
+            pass
+
+    pipe(20)  # workers started
+    n_blocks = 300
+    c = time.process_time()
+    pipe(n_blocks)
+    per_block = 1000 * (time.process_time() - c) / n_blocks
+    line = json.dumps({"path": "/data/x.jpg", "verdict": "no-evidence", "pad": "x" * 900}) + "\n"
+    table = pa.table({k: [line] * 32 for k in ("path", "note", "route", "line", "engine")})
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "r.jsonl", "w") as fh:
+        c = time.process_time()
+        for _ in range(300):
+            cols = table.to_pydict()
+            for row in zip(*cols.values(), strict=True):
+                fh.write(row[3])
+            fh.flush()
+        per_row = 1000 * (time.process_time() - c) / (300 * 32)
+    return {
+        "executor_ms_per_block": round(per_block, 3),
+        "results_loop_ms_per_row": round(per_row, 4),
+    }
+
+
+def _timed(fn) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (every thread: for a Ray driver, its
+    streaming executor too) of ``fn()``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def _marginal(n_small: int, small: tuple[float, float], n: int, full: tuple[float, float]):
+    """Files/s and driver CPU ms per file beyond the first ``n_small`` files: the rate of a
+    long scan, without the fixed start-up (detector loading, process and actor start)."""
+    dt = full[0] - small[0]
+    rate = (n - n_small) / dt if dt > 0 else None
+    return rate, 1000 * (full[1] - small[1]) / (n - n_small)
+
+
+def run(*, quick: bool = False) -> dict:
+    import ray
+
+    from benchmarks.scan import _make_files
+    from deepaudit.audit.scan import run_scan
+    from deepaudit.audit.scan_ray import ROWS_PER_BLOCK, run_scan_ray
+    from deepaudit.detectors import create_detector
+    from deepaudit.devices import cpu_flags
+
+    cores = os.cpu_count() or 1
+    model, size = ("resnet10t", 64) if quick else ("resnet18", 224)
+    n, clips, side = (60, 2, 128) if quick else (240, 4, 384)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private instance on this machine
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        files = _make_files(data, n, side, clips)
+        det_dir = root / "det"
+        create_detector("timm", model=model, input_size=size, device="cpu").save_pretrained(det_dir)
+        kw = {
+            "detectors": [det_dir],
+            "device": "cpu",
+            "engine": "torch",  # no per-process engine timing in the figures
+            "report": False,
+            "restart": True,
+            "batch_size": 8,  # results every 8 files: the steady rate is measurable
+        }
+
+        few = files[:8]
+        small = _timed(lambda: run_scan(few, root / "local-few", **kw))
+        full = _timed(lambda: run_scan([data], root / "local", **kw))
+        local_fps = len(files) / full[0]
+        local_rate, _ = _marginal(len(few), small, len(files), full)
+
+        scaling = {}
+        cold = warm = rate = driver_ms = None
+        driver: dict[str, float] = {}
+        for cpus in range(1, cores + 1):
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                first = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
+                small = _timed(lambda: run_scan_ray(few, root / "ray-few", address="local", **kw))
+                full = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
+                if cpus == cores:
+                    driver = _driver_ms(ROWS_PER_BLOCK)
+            finally:
+                ray.shutdown()
+            rate, driver_ms = _marginal(len(few), small, len(files), full)
+            cold, warm = len(files) / first[0], len(files) / full[0]
+            scaling[str(cpus)] = {"files_per_s": round(warm, 2), "marginal": _r(rate)}
+        stages = _stages(files, det_dir)
+        lines = _driver_lines_per_s()
+    return {
+        "cpu_flags": cpu_flags(),
+        "cores": cores,
+        "files": len(files),
+        "detector": f"timm {model} at {size}², CPU",
+        "local_files_per_s": round(local_fps, 2),
+        "local_marginal_files_per_s": _r(local_rate),
+        "ray_files_per_s": round(warm, 2),
+        "ray_marginal_files_per_s": _r(rate),
+        "ray_cold_files_per_s": round(cold, 2),
+        "overhead_ratio": round(warm / local_fps, 3),
+        "overhead_ratio_marginal": _r(rate / local_rate if rate and local_rate else None),
+        "overhead_goal": 0.8,
+        "scaling_by_ray_cpus": scaling,
+        "stages_ms_per_file": stages,
+        "driver_cpu_ms_per_file_in_scan": round(driver_ms, 3),
+        "driver": driver,
+        "driver_write_lines_per_s": round(lines),
+        "rows_per_block": ROWS_PER_BLOCK,
+        "model": _model(stages, lines, driver),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Small sizes, about a minute.")
+    args = parser.parse_args(argv)
+    json.dump(run(quick=args.quick), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
