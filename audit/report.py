@@ -342,11 +342,12 @@ def gap_sentence(rate: str, gap: Mapping[str, Any] | None) -> tuple[str, bool] |
 
 
 def write_fairness_report(
-    report: Any, out_dir: str | os.PathLike[str], *, data: Any = None
+    report: Any, out_dir: str | os.PathLike[str], *, data: Any = None, mitigation: Any = None
 ) -> dict[str, Path]:
     """``fairness.json`` + ``report.html`` (per-group tables, FPR/FNR with CI error bars,
     ROC per group, calibration curve, score histograms). ``data`` (the scored items) adds
-    the curves; without it the tables and bars are drawn from the report alone."""
+    the curves; without it the tables and bars are drawn from the report alone.
+    ``mitigation`` (a :class:`~deepaudit.audit.mitigation.MitigationTable`) adds its table."""
     import numpy as np
 
     from deepaudit.detectors.metrics import roc_curve
@@ -354,6 +355,8 @@ def write_fairness_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = report.to_json()
+    if mitigation is not None:
+        js["mitigation"] = mitigation.to_json()
     (out / "fairness.json").write_text(json.dumps(js, indent=2, default=str) + "\n")
     rep = HtmlReport(
         "deepaudit fairness audit",
@@ -363,6 +366,10 @@ def write_fairness_report(
     )
     for w in report.warnings[:20]:
         rep.raw(f'<p class="warn">{html.escape(w)}</p>')
+    if mitigation is not None:
+        from deepaudit.audit.mitigation import mitigation_html
+
+        rep.raw(mitigation_html(js["mitigation"]))
     plt = _plt()
     for key, groups in report.groups.items():
         gap = report.gaps[key]

@@ -155,7 +155,11 @@ def write_model_card(
         },
         "fairness": None
         if fairness is None
-        else {"gaps": fairness.get("gaps"), "warnings": fairness.get("warnings")},
+        else {
+            "gaps": fairness.get("gaps"),
+            "warnings": fairness.get("warnings"),
+            "mitigation": fairness.get("mitigation"),
+        },
         "limitations": limitations,
     }
     md = [f"# Model card: {root.name}", "", f"`{cfg.get('detector')}` detector, deepaudit.", ""]
@@ -234,6 +238,11 @@ def write_model_card(
                 f"worst-group AUC {_fmt(gap.get('worst_group_auc'))}, "
                 f"F_FPR {_fmt(gap.get('F_FPR'))}, F_DP {_fmt(gap.get('F_DP'))}"
             )
+        if fairness.get("mitigation"):
+            from deepaudit.audit.mitigation import mitigation_markdown
+
+            md += ["", "### Mitigation (same test split, 95% CIs)", ""]
+            md += mitigation_markdown(fairness["mitigation"])
     md += ["", "## Limitations", ""] + [f"- {x}" for x in limitations] + [""]
     paths = {"markdown": root / "MODEL_CARD.md", "json": root / "model_card.json"}
     paths["markdown"].write_text("\n".join(md), encoding="utf-8")

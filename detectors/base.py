@@ -41,6 +41,7 @@ class Detector:
     video_aggregation: Aggregation = "mean"  # frame scores -> clip score
     video_topk: int = 3
     inference_threads: int | None = None  # engine threads (None: the cores); set by the scan
+    supports_sample_weights: bool = False  # fit(..., sample_weights=) is honoured
 
     def __init__(self, *, input_size: int = 32, threshold: float = 0.5, seed: int = 0) -> None:
         self.input_size = int(input_size)

@@ -227,14 +227,34 @@ class CropDataset:
 class EpochSampler:
     """Shuffled indices for one epoch, offset by epoch × n (decoded by CropDataset).
 
+    With ``weights`` an epoch is n draws with replacement, item i with probability
+    ∝ weights[i] (group-balanced sampling for fairness mitigation); still seeded per epoch,
+    so a resumed run draws what an uninterrupted one would.
+
     The sampler lives in the main process, so ``set_epoch`` reaches persistent workers;
     with ``num_replicas`` > 1 each rank takes its share of the same permutation (DDP).
     """
 
-    def __init__(self, n: int, *, seed: int, rank: int = 0, num_replicas: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        num_replicas: int = 1,
+        weights: Sequence[float] | None = None,
+    ) -> None:
         self.n, self.seed, self.rank, self.num_replicas = n, seed, rank, num_replicas
         self.epoch = 0
         self.start = 0
+        self.p: np.ndarray | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise DeepauditError(
+                    f"sample weights must be {n} finite non-negative numbers, not all zero"
+                )
+            self.p = w / w.sum()
 
     def set_epoch(self, epoch: int, *, start: int = 0) -> None:
         """The epoch to draw; ``start`` skips this rank's first indices (a run resumed from
@@ -242,7 +262,11 @@ class EpochSampler:
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
-        perm = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        rng = np.random.default_rng((self.seed, self.epoch))
+        if self.p is None:
+            perm = rng.permutation(self.n)
+        else:  # weighted: n draws with replacement, e.g. group-balanced sampling
+            perm = rng.choice(self.n, size=self.n, replace=True, p=self.p)
         if self.num_replicas > 1:  # pad so every rank gets the same number of items
             per = -(-self.n // self.num_replicas)
             perm = np.resize(perm, per * self.num_replicas)[self.rank :: self.num_replicas]

@@ -64,6 +64,7 @@ def _net_module(backbone: str, weights: str | None, npr: bool, seed: int) -> Any
 
 class _NetworkDetector(Detector):
     npr = False
+    supports_sample_weights = True
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class _NetworkDetector(Detector):
             progress=kw.get("progress"),
             log=kw.get("log"),
             num_workers=kw.get("num_workers"),
+            sample_weights=kw.get("sample_weights"),
         )
         self.training_summary["history"] = history
         self._policy = None

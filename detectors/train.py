@@ -71,6 +71,7 @@ def fit_network(
     device: str = "auto",
     precision: str = "auto",
     num_workers: int | None = None,
+    sample_weights: Any = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -88,6 +89,9 @@ def fit_network(
     masks for a localiser. ``select(det, val)`` (higher is better, logged as
     ``select_name``) picks the best epoch and drives early stopping instead of the image AUC,
     which saturates long before a localiser's maps are good.
+
+    ``sample_weights`` (one per training item): each epoch draws items with probability
+    ∝ weight, with replacement (group-balanced sampling, see audit/mitigation.py).
     """
     import torch
     import torch.nn.functional as F
@@ -119,7 +123,9 @@ def fit_network(
     workers = (
         num_workers if num_workers is not None else (0 if len(ds) < 2000 else policy.num_workers)
     )
-    sampler = EpochSampler(len(ds), seed=det.seed, rank=rank, num_replicas=world)
+    sampler = EpochSampler(
+        len(ds), seed=det.seed, rank=rank, num_replicas=world, weights=sample_weights
+    )
     loader = DataLoader(
         ds,
         batch_size=batch_size,
@@ -158,6 +164,7 @@ def fit_network(
             "params": det.params(),
             "fit": fit_args,
             "data": {"train": _digest(train), "val": _digest(val)},
+            "sampling": None if sampler.p is None else hashlib.sha256(sampler.p).hexdigest(),
         },
         total=epochs * steps_per_epoch,
         checkpoint_every=steps_per_epoch,  # every epoch (and on Ctrl-C, inside one)
@@ -359,7 +366,13 @@ def train_detector(
         val.require_both_classes("validation")
     out.mkdir(parents=True, exist_ok=True)
     sizes = {"train": len(train), "val": len(val), "test": len(test)}
-    params = {"detector": det.name, **det.params(), **fit_kwargs, **sizes, "target_fpr": target_fpr}
+    weights = fit_kwargs.get("sample_weights")
+    shown = {k: v for k, v in fit_kwargs.items() if k != "sample_weights"}
+    if weights is not None:
+        if not getattr(det, "supports_sample_weights", False):
+            raise DeepauditError(f"detector {det.name!r} does not train with sample weights")
+        shown["sample_weights"] = f"{len(weights)} weights, {min(weights):.3g}..{max(weights):.3g}"
+    params = {"detector": det.name, **det.params(), **shown, **sizes, "target_fpr": target_fpr}
     with tracked_run(
         tracker,
         "train-detector",

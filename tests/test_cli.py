@@ -38,10 +38,11 @@ GROUPS = {
     },
     "generators": {"list", "train"},
     "detectors": {"list", "kinds", "import", "info", "train", "calibrate", "evaluate"},
-    "audit": {"fairness", "generator", "model-card", "dataset-card", "explain"},
+    "audit": {"fairness", "mitigate", "generator", "model-card", "dataset-card", "explain"},
     "trust-list": {"show", "update"},
 }
 ROOT = {
+    "anonymize",
     "inspect",
     "metadata",
     "provenance",

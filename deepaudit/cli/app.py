@@ -27,6 +27,7 @@ from deepaudit.cli import (
     scan,
     trust,
 )
+from deepaudit.cli.anonymize import anonymize
 from deepaudit.cli.demo_command import demo
 
 __all__ = ["app", "main"]
@@ -96,6 +97,7 @@ app.add_typer(generators.app, name="generators")
 app.command("generate")(generators.generate)
 app.add_typer(detectors.app, name="detectors")
 app.command("scan")(scan.scan)
+app.command("anonymize")(anonymize)
 app.command("review")(review.review)
 app.add_typer(audit.app, name="audit")
 app.command("env")(runs.env)

@@ -16,6 +16,7 @@ from deepaudit.cli.console import (
     stderr,
     stdout,
 )
+from deepaudit.cli.mitigate import mitigate
 
 __all__ = ["app"]
 
@@ -28,6 +29,7 @@ app = typer.Typer(
     "the documentation; explain shows what a detector looked at.",
     no_args_is_help=True,
 )
+app.command("mitigate")(mitigate)
 
 
 @app.command("fairness")
