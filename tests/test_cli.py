@@ -36,7 +36,7 @@ GROUPS = {
         "stats",
         "filter",
     },
-    "generators": {"list", "train"},
+    "generators": {"list", "train", "personalize"},
     "detectors": {"list", "kinds", "import", "info", "train", "calibrate", "evaluate"},
     "audit": {"fairness", "mitigate", "generator", "model-card", "dataset-card", "explain"},
     "trust-list": {"show", "update"},
