@@ -25,7 +25,7 @@ from deepaudit.detectors.inference import (
     score_prepared,
 )
 
-__all__ = ["Detector", "LinearHead"]
+__all__ = ["Detector", "LinearHead", "load_module_weights", "save_module_weights"]
 
 
 class Detector:
@@ -203,6 +203,30 @@ class Detector:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise DeepauditError(f"{root}: weights do not load into {cls.name!r}: {first}") from exc
         return det
+
+
+def save_module_weights(module: Any, root: Path) -> Path:
+    """A torch module's weights as ``root/model.safetensors`` (no pickle)."""
+    from safetensors.torch import save_file
+
+    path = root / "model.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, path)
+    return path
+
+
+def load_module_weights(module: Any, root: Path) -> Path:
+    """Load ``root/model.safetensors`` into ``module`` (eval mode); a one-line error when the
+    file is missing."""
+    from safetensors.torch import load_file
+
+    from deepaudit.errors import DeepauditError
+
+    path = root / "model.safetensors"
+    if not path.is_file():
+        raise DeepauditError(f"{root}: model.safetensors missing")
+    module.load_state_dict(load_file(path))
+    module.eval()
+    return path
 
 
 def _json_default(o: Any) -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.detectors._registry import register_detector
-from deepaudit.detectors.base import Detector
+from deepaudit.detectors.base import Detector, load_module_weights, save_module_weights
 from deepaudit.detectors.data import ItemSet, LabeledItem, read_for_detector
 from deepaudit.errors import DeepauditError
 
@@ -225,7 +225,7 @@ class LocalizationDetector(Detector):
 
     # -- training --------------------------------------------------------------------------
     def fit(self, train: ItemSet, val: ItemSet | None = None, **kw: Any) -> Detector:
-        from deepaudit.detectors.train import fit_network
+        from deepaudit.detectors.train import fit_network, run_options
 
         train.require_both_classes("training")
         history = fit_network(
@@ -237,13 +237,7 @@ class LocalizationDetector(Detector):
             batch_size=self.batch_size,
             lr=self.lr,
             patience=self.patience,
-            device=kw.pop("device", self.device),
-            precision=kw.pop("precision", self.precision),
-            checkpoint_dir=kw.get("checkpoint_dir"),
-            resume=kw.get("resume", True),
-            progress=kw.get("progress"),
-            log=kw.get("log"),
-            num_workers=kw.get("num_workers"),
+            **run_options(self, kw),
             dataset=MaskCropDataset(train, self.input_size, train=True, seed=self.seed),
             loss_fn=_pixel_loss,
             select=_val_pixel_auc if _has_masks(val) else None,
@@ -320,19 +314,10 @@ class LocalizationDetector(Detector):
 
     # -- weights ---------------------------------------------------------------------------
     def _save_weights(self, root: Path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        save_file(state, root / "model.safetensors")
+        save_module_weights(self.module, root)
 
     def _load_weights(self, root: Path) -> None:
-        from safetensors.torch import load_file
-
-        path = root / "model.safetensors"
-        if not path.is_file():
-            raise DeepauditError(f"{root}: model.safetensors missing")
-        self.module.load_state_dict(load_file(path))
-        self.module.eval()
+        load_module_weights(self.module, root)
 
 
 # --------------------------------------------------------------------------- metrics

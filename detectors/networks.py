@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from deepaudit.detectors._registry import register_detector
-from deepaudit.detectors.base import Detector
+from deepaudit.detectors.base import Detector, load_module_weights, save_module_weights
 from deepaudit.detectors.data import ItemSet
-from deepaudit.errors import DeepauditError, DependencyError
+from deepaudit.errors import DependencyError
 
 __all__ = ["NPRDetector", "TimmDetector"]
 
@@ -114,7 +114,7 @@ class _NetworkDetector(Detector):
         }
 
     def fit(self, train: ItemSet, val: ItemSet | None = None, **kw: Any) -> Detector:
-        from deepaudit.detectors.train import fit_network
+        from deepaudit.detectors.train import fit_network, run_options
 
         train.require_both_classes("training")
         history = fit_network(
@@ -128,14 +128,7 @@ class _NetworkDetector(Detector):
             patience=self.patience,
             blur_p=self.blur_p,
             jpeg_p=self.jpeg_p,
-            device=kw.pop("device", self.device),
-            precision=kw.pop("precision", self.precision),
-            checkpoint_dir=kw.get("checkpoint_dir"),
-            resume=kw.get("resume", True),
-            progress=kw.get("progress"),
-            log=kw.get("log"),
-            num_workers=kw.get("num_workers"),
-            sample_weights=kw.get("sample_weights"),
+            **run_options(self, kw),
         )
         self.training_summary["history"] = history
         self._policy = None
@@ -182,21 +175,12 @@ class _NetworkDetector(Detector):
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -500, 500)))
 
     def _save_weights(self, root: Path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        save_file(state, root / "model.safetensors")
+        save_module_weights(self.module, root)
 
     def _load_weights(self, root: Path) -> None:
-        from safetensors.torch import load_file
-
-        path = root / "model.safetensors"
-        if not path.is_file():
-            raise DeepauditError(f"{root}: model.safetensors missing")
-        self.module.load_state_dict(load_file(path))
-        self.module.eval()
         from deepaudit.media import file_sha256
 
+        path = load_module_weights(self.module, root)
         self._weights_key, self._root, self._runner = file_sha256(path), root, None
 
 

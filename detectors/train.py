@@ -55,6 +55,21 @@ def _maybe_init_distributed(device: str) -> None:
         dist.init_process_group(backend=backend)
 
 
+def run_options(det: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """The run options a network detector's ``fit`` passes on to :func:`fit_network` from its
+    keyword arguments (device and precision default to the detector's own)."""
+    return {
+        "device": kw.pop("device", det.device),
+        "precision": kw.pop("precision", det.precision),
+        "checkpoint_dir": kw.get("checkpoint_dir"),
+        "resume": kw.get("resume", True),
+        "progress": kw.get("progress"),
+        "log": kw.get("log"),
+        "num_workers": kw.get("num_workers"),
+        "sample_weights": kw.get("sample_weights"),
+    }
+
+
 def fit_network(
     det: Any,
     module: Any,
