@@ -274,7 +274,7 @@ class LocalizationDetector(Detector):
         policy = self._device_policy()
         dev = policy.torch_device()
         self.module.to(dev).eval()
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(dev)
+        t = torch.from_numpy(np.require(x, requirements=("C", "W"))).permute(0, 3, 1, 2).to(dev)
         with torch.inference_mode(), policy.autocast():
             out = self.module(t.contiguous(memory_format=torch.channels_last))
         return out.float().cpu().numpy()[:, 0]
