@@ -51,6 +51,7 @@ class ScanSummary:
     seconds: float = 0.0
     detectors: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] | None = None  # rule and uncertain band (verdict.Fusion)
+    gpu_decode: dict[str, Any] | None = None  # where JPEGs were decoded (audit.gpu_decode)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class ScanSummary:
             "files_per_s": round(self.scanned / self.seconds, 2) if self.seconds else None,
             "detectors": self.detectors,
             "fusion": self.fusion,
+            "gpu_decode": self.gpu_decode,
         }
 
     @property

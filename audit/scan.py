@@ -29,7 +29,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class ScanOptions:
     input_specs: tuple[Any, ...] = ()  # detectors' InputSpecs: inputs are prepared in workers
     watermark: bool = True
     metadata: bool = True
+    gpu_decode: bool = False  # JPEGs handed over undecoded, for the main process's batch
 
 
 # --------------------------------------------------------------------------- worker side
@@ -145,7 +146,19 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         return rec
     inputs: dict[Any, np.ndarray] = {}
     try:
-        if rec["kind"] == "image":
+        if rec["kind"] == "image" and (header := _batch_decodable(rec, source, opts)):
+            # the main process decodes it for the detectors (audit.gpu_decode); pixels here
+            # only for the watermark check
+            img = read_image(p, source=source) if opts.watermark else None
+            rec["width"], rec["height"] = header.width, header.height
+            rec.update(
+                image_signals(
+                    p, img, metadata=opts.metadata, watermark=opts.watermark, source=source
+                )
+            )
+            rec["_jpeg"] = np.frombuffer(source.data, np.uint8)
+            rec["_orientation"] = header.orientation
+        elif rec["kind"] == "image":
             img = read_image(p, source=source)
             rec["width"], rec["height"] = int(img.shape[1]), int(img.shape[0])
             rec.update(
@@ -171,6 +184,17 @@ def examine_file(path: str, opts: ScanOptions) -> dict[str, Any]:
         rec["error"] = error_record(exc, p)
     rec["_inputs"] = inputs
     return rec
+
+
+def _batch_decodable(rec: dict[str, Any], source: Any, opts: ScanOptions) -> Any:
+    """The JPEG header when this image goes to the main process's batched decoder."""
+    if not opts.gpu_decode or not opts.input_specs or rec.get("format") != "jpeg":
+        return None
+    if source is None or source.data is None:  # too large to be held: the CPU reader
+        return None
+    from deepaudit.jpeg_batch import jpeg_header
+
+    return jpeg_header(source.data)
 
 
 # --------------------------------------------------------------------------- main side
@@ -252,6 +276,7 @@ def run_scan(
     band: tuple[float, float] = DEFAULT_BAND,
     engine: str = "auto",
     legacy_anchors: str | os.PathLike[str] | None = None,
+    gpu_decode: str = "auto",
 ) -> ScanSummary:
     """Scan ``paths`` into ``out_dir``; see the module docstring. ``limit`` stops after that
     many newly scanned files (used by tests and benchmarks). ``default_trust``: trust the
@@ -259,7 +284,10 @@ def run_scan(
     how detector scores become one, and the uncertain band (:class:`verdict.Fusion`).
     ``precision`` auto: bf16 on CPUs with bf16 units, fp32 on others, AMP on CUDA;
     ``engine``: auto, torch or onnx for network detectors (:mod:`detectors.engine`); the
-    choices are recorded in the summary."""
+    choices are recorded in the summary. ``gpu_decode``: auto, on or off, JPEGs decoded in
+    batches on the scan's device (:mod:`deepaudit.audit.gpu_decode`)."""
+    from deepaudit.audit.gpu_decode import decode_pending, resolve_gpu_decode
+
     n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
     plan = prepare_scan(
         out_dir,
@@ -278,6 +306,8 @@ def run_scan(
         n_workers=n_workers,
     )
     out, loaded, policy, opts, summary = plan.out, plan.loaded, plan.policy, plan.opts, plan.summary
+    decode = resolve_gpu_decode(gpu_decode, device, watermark=watermark, has_detectors=bool(loaded))
+    opts = replace(opts, gpu_decode=decode.on)
     results = plan.results
     done = plan.done
     walk_errors: list[str] = []
@@ -300,6 +330,8 @@ def run_scan(
     with results.open("a", encoding="utf-8") as fh:
 
         def flush() -> None:
+            if decode.on:
+                decode_pending(pending, opts.input_specs, decode)
             score_records(pending, loaded, batch_size)
             for rec in pending:
                 png = localize_record(rec, loaded, policy)
@@ -318,6 +350,7 @@ def run_scan(
                 flush()
         flush()
     summary.walk_errors = walk_errors
+    summary.gpu_decode = decode.to_json()
     return finish_scan(plan, compact=bool(replaced), csv=csv, report=report)
 
 
@@ -593,10 +626,16 @@ def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit
         return
     import multiprocessing as mp
 
+    from deepaudit.audit.handoff import BlockPool
+
     ctx = mp.get_context("spawn" if os.environ.get("DEEPAUDIT_SPAWN") else None)
-    with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+    # arrays come back through shared memory, one block per file in flight (audit.handoff)
+    blocks = BlockPool.for_scan(n_workers * 4, _block_bytes(opts))
+    with contextlib.ExitStack() as stack, ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+        if blocks is not None:
+            stack.callback(blocks.close)  # after the workers are gone, on any exit
         in_flight: set[Future] = set()
-        submitted: dict[Future, Path] = {}
+        submitted: dict[Future, tuple[Path, str | None]] = {}
         it = iter(files)
         exhausted = False
         while True:
@@ -610,18 +649,38 @@ def _examine_all(files: Iterable[Path], opts: ScanOptions, n_workers: int, limit
                     exhausted = True
                     break
                 count += 1
-                fut = pool.submit(examine_file, str(p), opts)
-                submitted[fut] = p
+                block = blocks.lend() if blocks is not None else None
+                fut = pool.submit(_examine_into, str(p), opts, block)
+                submitted[fut] = (p, block)
                 in_flight.add(fut)
             if not in_flight:
                 return
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for f in finished:
-                path = submitted.pop(f)
+                path, block = submitted.pop(f)
                 try:
-                    yield f.result()
+                    rec = f.result()
                 except Exception as exc:  # a worker died (e.g. out of memory on a bomb)
+                    if blocks is not None:
+                        blocks.release(block)
                     yield {"path": str(path), "kind": "other", "error": error_record(exc, path)}
+                    continue
+                yield blocks.take(rec, block) if blocks is not None else rec
+
+
+def _examine_into(path: str, opts: ScanOptions, block: str | None) -> dict[str, Any]:
+    """A worker's :func:`examine_file`, its arrays placed in shared-memory ``block``."""
+    from deepaudit.audit.handoff import write_block
+
+    return write_block(examine_file(path, opts), block)
+
+
+def _block_bytes(opts: ScanOptions) -> int:
+    """One file's arrays: every fixed-size crop, per sampled frame for a clip; on the GPU
+    path a JPEG's bytes up to 4 MiB. Larger ones are pickled (audit.handoff)."""
+    crops = sum(3 * spec.size**2 for spec in opts.input_specs if spec.size)
+    need = crops * max(1, opts.frames)
+    return max(need, 4 << 20) if opts.gpu_decode else need
 
 
 def score_records(

@@ -55,6 +55,20 @@ def scan(
             "detector), torch, or onnx (ONNX Runtime, CPU fp32; checked against torch)."
         ),
     ] = "auto",
+    gpu_decode: Annotated[
+        str,
+        typer.Option(
+            "--gpu-decode",
+            help="Decode JPEGs in batches on the detectors' device (nvJPEG on CUDA) instead "
+            "of in the workers: auto (on for a CUDA scan with --no-watermark), on, off.",
+        ),
+    ] = "auto",
+    watermark: Annotated[
+        bool,
+        typer.Option(
+            "--watermark/--no-watermark", help="Look for invisible watermarks (CPU, per image)."
+        ),
+    ] = True,
     fusion: Annotated[
         str,
         typer.Option(
@@ -99,10 +113,12 @@ def scan(
     except ValueError:
         raise typer.BadParameter(f"--band takes LOW,HIGH, e.g. 0.2,0.8 (got {band!r})") from None
     scan_fn = run_scan
-    more = {}
+    more: dict = {"gpu_decode": gpu_decode}
     if ray is not None:
         from deepaudit.audit.scan_ray import run_scan_ray as scan_fn
 
+        if gpu_decode == "on":
+            raise typer.BadParameter("--gpu-decode on is for the local scan, not --ray")
         more = {"address": ray}
     with errors_to_exit(), progress_bar("scanning") as update:
         summary = scan_fn(
@@ -123,6 +139,7 @@ def scan(
             fusion=fusion,
             band=(lo, hi),
             engine=engine,
+            watermark=watermark,
             progress=lambda n, total: update(n, total or 0),
         )
     data = summary.to_json()
