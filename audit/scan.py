@@ -289,6 +289,10 @@ def run_scan(
     from deepaudit.audit.gpu_decode import decode_pending, resolve_gpu_decode
 
     n_workers = workers if workers is not None else max(0, min(8, (os.cpu_count() or 2) - 1))
+    # a bad choice fails before the detectors load
+    decode = resolve_gpu_decode(
+        gpu_decode, device, watermark=watermark, has_detectors=bool(detectors)
+    )
     plan = prepare_scan(
         out_dir,
         detectors=detectors,
@@ -306,7 +310,6 @@ def run_scan(
         n_workers=n_workers,
     )
     out, loaded, policy, opts, summary = plan.out, plan.loaded, plan.policy, plan.opts, plan.summary
-    decode = resolve_gpu_decode(gpu_decode, device, watermark=watermark, has_detectors=bool(loaded))
     opts = replace(opts, gpu_decode=decode.on)
     results = plan.results
     done = plan.done

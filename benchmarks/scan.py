@@ -19,7 +19,9 @@ clips; one timm detector (weights untouched: speed does not depend on them).
   ``scan_images_per_s`` and ``scan_vs_peer`` on the same images (goals: ≥ 2.5 on AVX2, ≥ 3
   with bf16 units);
 - ``peak_rss_mb`` of a scan over N and 10×N files (the 10×N set copies the files under
-  new names) and their ratio (goal ≤ 1.1: memory flat in the number of files).
+  new names) and their ratio (goal ≤ 1.1: memory flat in the number of files);
+- ``handoff``: the GPU path's stages (:mod:`benchmarks.handoff`): crops back from a worker
+  pickled vs through shared memory, and ``read_image`` vs the batched JPEG decoder.
 """
 
 from __future__ import annotations
@@ -246,6 +248,9 @@ def run(
         w = workers if workers is not None else 1
         rss_n = _peak_rss_of_scan([data], root / "rss_n", det_dir, w, device)
         rss_10n = _peak_rss_of_scan([big], root / "rss_10n", det_dir, w, device)
+    from benchmarks.handoff import run as handoff
+
+    gpu_path = handoff(quick=quick, device=device, size=size)  # the GPU path's two stages
     return {
         "device": device,
         "precision": precision,
@@ -267,6 +272,7 @@ def run(
         "peak_rss_mb": {"n": round(rss_n, 1), "10n": round(rss_10n, 1)},
         "rss_ratio_10n_vs_n": round(rss_10n / rss_n, 3),
         "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "handoff": gpu_path,
     }
 
 

@@ -125,7 +125,12 @@ def decode_jpegs(
 
     if not blobs:
         return []
-    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    tensors = [
+        torch.from_numpy(b)
+        if isinstance(b, np.ndarray) and b.flags.writeable
+        else torch.frombuffer(bytearray(b), dtype=torch.uint8)  # torch wants writable memory
+        for b in blobs
+    ]
     try:
         decoded: list[torch.Tensor | None] = list(_decode(tensors, device))
     except Exception as exc:  # torchvision raises RuntimeError, its checks ValueError

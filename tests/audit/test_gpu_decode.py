@@ -134,3 +134,15 @@ def test_blocks_of_a_killed_scan_are_unlinked():
         time.sleep(0.1)
     assert not (SHM / name).exists()
     assert not any(p.name.startswith(name.rsplit("-", 1)[0]) for p in SHM.iterdir())
+
+
+def test_cli_refuses_an_unknown_gpu_decode_choice_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepaudit.cli import app
+
+    result = CliRunner().invoke(
+        app, ["scan", str(tmp_path), "-o", str(tmp_path / "out"), "--gpu-decode", "yes"]
+    )
+    assert result.exit_code == 2
+    assert "gpu_decode must be one of auto, on, off, got 'yes'" in result.output
