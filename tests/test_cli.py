@@ -241,6 +241,9 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     )
     assert all((out / "scan" / r["localization"]["heatmap"]).is_file() for r in mapped)
     assert any(name.startswith("inpainted_") for name in rows)
+    edit = rows["signed_inpainted.png"]  # an inpainted crop signed as an AI edit: mapped
+    assert edit["verdict"] == "synthetic" and edit["provenance"]["ai_declaration"] == "ai-edited"
+    assert edit["localization"]["heatmap"] and "regions" in edit["localization"]
     assert "Where the flagged images were changed" in (out / "scan" / "report.html").read_text()
     assert (out / "scan" / "report.html").is_file() and (out / "mlflow.db").is_file()
     runs = json.loads(

@@ -313,7 +313,7 @@ def run_demo(
     t0 = time.perf_counter()
     inbox = root / "inbox"
     _build_scan_inbox(inbox, data, manifest, certs, sign_file, load_signing_credentials)
-    _add_inpainted(inbox, loc.dataset)
+    _add_inpainted(inbox, loc.dataset, certs, sign_file, load_signing_credentials)
     summary = run_scan(
         [inbox],
         root / "scan",
@@ -370,14 +370,26 @@ def _toml_entry(entry: dict[str, Any]) -> str:
     return "[[generate]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in entry.items())
 
 
-def _add_inpainted(inbox: Path, inpainting: Path) -> None:
-    """Three test-split inpainted crops: flagged ones get the localiser's heatmap."""
+def _add_inpainted(inbox: Path, inpainting: Path, certs: Path, sign_file, load_creds) -> None:
+    """Three test-split inpainted crops, and one signed as an AI edit of its real photo (as
+    an editor that writes Content Credentials does): flagged files get the localiser's map."""
     from deepaudit.manifest import read_manifest
 
     m = read_manifest(inpainting)
     twins = [i for i in m.items if i.label == "synthetic" and i.split == "test"][:3]
     for i in twins:
         shutil.copyfile(m.resolve(i), inbox / f"inpainted_{i.source}_{Path(i.path).name}")
+    real = {i.extra.get("pair"): i for i in m.items if i.label == "real"}
+    first = twins[0] if twins else None
+    if first is not None and first.extra.get("pair") in real:
+        sign_file(
+            m.resolve(first),
+            load_creds(certs / "signer.pem", certs / "signer.key.pem"),
+            inbox / "signed_inpainted.png",
+            digital_source_type="compositeWithTrainedAlgorithmicMedia",
+            action="c2pa.edited",
+            parent=m.resolve(real[first.extra["pair"]]),
+        )
 
 
 def _build_scan_inbox(
