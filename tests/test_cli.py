@@ -230,7 +230,7 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     # the localiser, trained on the demo's inpainting set: pixel figures with CIs ...
     loc = data["localization"]
     o = loc["overall"]
-    assert o["edited_images"] >= 2 and loc["dataset"]["by_label"]["synthetic"] == 24
+    assert o["edited_images"] >= 2 and loc["dataset"]["by_label"]["synthetic"] == 15
     assert o["pixel_auc"] > 0.5 and o["f1_ci"][0] <= o["f1"] <= o["f1_ci"][1]
     assert o["iou_ci"][0] <= o["iou"] <= o["iou_ci"][1]
     assert (out / "evaluation" / "localize" / "localization.json").is_file()
