@@ -515,22 +515,44 @@ class Manifest:
         ``group_by`` names an attribute, or a top-level key of the items such as ``pair``
         (a real photo and its synthetic twins, see generators.twins). Items that already have
         a split keep it unless ``overwrite``. Adding items later never moves existing ones.
+
+        In a mixed dataset some items lack the attribute (``subject`` is on personalised
+        items and their subject's photos only): such an item goes with its ``pair`` (a real
+        photo and its twins stay together) or, without one, alone (by its id). Items linked
+        by ``pair`` to an item with the attribute follow that item's group. No item with the
+        attribute at all is an error (a misspelt name would otherwise split by id).
         """
+        keys = self._group_keys(group_by) if group_by is not None else {}
         out = []
         for item in self.items:
             if item.split is not None and not overwrite:
                 out.append(item)
                 continue
-            key = item.id
-            if group_by is not None:
-                value = item.attributes.get(group_by, item.extra.get(group_by))
-                if value is None:
-                    raise ManifestError(
-                        self.path, f"item {item.id!r} has no attribute {group_by!r} to group by"
-                    )
-                key = f"{group_by}={value}"
+            key = keys.get(item.id, item.id)
             out.append(replace(item, split=assign_split(key, ratios=ratios, seed=seed)))
         return Manifest(self.root, out)
+
+    def _group_keys(self, group_by: str) -> dict[str, str]:
+        """Each item's group key: ``group_by=value``, else its pair's (see with_splits)."""
+
+        def own(item: ManifestItem) -> Any:
+            return item.attributes.get(group_by, item.extra.get(group_by))
+
+        if not any(own(i) is not None for i in self.items):
+            raise ManifestError(self.path, f"no item has the attribute {group_by!r} to group by")
+        by_pair: dict[str, str] = {}  # pair -> the group of a member that has the attribute
+        for item in self.items:
+            pair, value = item.extra.get("pair"), own(item)
+            if pair is not None and value is not None:
+                by_pair.setdefault(str(pair), f"{group_by}={value}")
+        keys = {}
+        for item in self.items:
+            value, pair = own(item), item.extra.get("pair")
+            if value is not None:
+                keys[item.id] = f"{group_by}={value}"
+            elif pair is not None:
+                keys[item.id] = by_pair.get(str(pair), f"pair={pair}")
+        return keys
 
     def rebased(self, root: str | os.PathLike[str]) -> Manifest:
         """The same items with paths made relative to another folder (for writing there)."""

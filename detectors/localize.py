@@ -138,7 +138,8 @@ class MaskCropDataset:
         img, mask = _joint_crop(img, mask, s, np.random.default_rng((self.seed, epoch, idx)))
         if self.train and (epoch + idx) % 2:
             img, mask = img[:, ::-1], mask[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        # decoded images may be read-only views: torch wants its own writable copy
+        x = torch.from_numpy(np.require(img, requirements=("C", "W"))).permute(2, 0, 1)
         y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
         return x, y, 1
 

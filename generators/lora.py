@@ -18,6 +18,12 @@ Two kinds of base model, so the recipe runs with and without pretrained weights:
 
 Training runs in :class:`deepaudit.trainer.Trainer`: seeded, checkpointed (adapter weights
 and optimizer only, not the base model), resumable after a kill, tracked in mlflow.
+
+Precision follows diffusers' LoRA training scripts: on CUDA the frozen base model is held in
+bf16 (fp16 where the GPU has no bf16) and runs under autocast, while the adapter's trainable
+parameters stay in fp32 (:func:`lora_mixed_precision`): an optimizer step on half-precision
+weights loses updates smaller than their last bit, and fp16 gradients get a loss scaler. On
+a CPU everything is fp32 unless ``precision="bf16"`` is asked for.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ __all__ = [
     "SubjectConfig",
     "SubjectLora",
     "apply_own_lora",
+    "lora_mixed_precision",
     "read_subject_lora",
     "train_subject_lora",
 ]
@@ -208,6 +215,25 @@ def _adapter_params(unet: Any) -> Any:
     return torch.nn.ParameterDict(trainable)
 
 
+def lora_mixed_precision(unet: Any, frozen: Sequence[Any], weight_dtype: Any) -> list[Any]:
+    """Put the frozen parts (the UNet's base weights among them) in ``weight_dtype`` and the
+    UNet's trainable (adapter) parameters in fp32, as diffusers' ``cast_training_params``
+    does after ``weight_dtype`` loading; returns the trainable parameters for the optimizer.
+
+    With fp32 this changes nothing. Call it after the adapter is added, before the optimizer
+    is made (the optimizer keeps references to these very tensors).
+    """
+    import torch
+
+    for part in (unet, *frozen):
+        if part is not None:
+            part.to(dtype=weight_dtype)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.to(torch.float32)
+    return params
+
+
 def train_subject_lora(
     base: str | os.PathLike[str],
     subject_photos: str | os.PathLike[str],
@@ -216,6 +242,7 @@ def train_subject_lora(
     config: SubjectConfig,
     prior_photos: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    precision: str = "auto",
     tracker: Any = None,
     progress: Callable[[int, int, float], None] | None = None,
     resume: bool = True,
@@ -225,6 +252,8 @@ def train_subject_lora(
     subject_photos: a folder of photos or a manifest folder (its real images).
     prior_photos: images of the plain class for prior preservation; without them
         ``config.prior_count`` are drawn from the base model itself (the DreamBooth recipe).
+    precision: auto (bf16/fp16 base under autocast on CUDA, fp32 on CPU), fp32, bf16 or
+        fp16 (CUDA); the adapter's own parameters are fp32 in every case.
     """
     import torch
 
@@ -234,7 +263,7 @@ def train_subject_lora(
     out = Path(out_dir)
     backend = _backend_of(base)
     photos = load_training_images(subject_photos)
-    policy = device_policy(device, precision="fp32")
+    policy = device_policy(device, precision=precision)  # type: ignore[arg-type]
     dev = policy.torch_device()
     seed_everything(config.seed)
     if backend == "pipeline":
@@ -249,16 +278,23 @@ def train_subject_lora(
         model.prior_cond(1)  # refuses a model that has nothing to preserve, before any work
         prior = model.encode_images(_square(_prior_images(model, config, prior_photos, out), size))
     model.add_adapter()
-    params = [p for p in model.unet.parameters() if p.requires_grad]
+    weight_dtype = getattr(torch, policy.amp_dtype or "float32")
+    params = lora_mixed_precision(model.unet, model.frozen_parts(), weight_dtype)
     opt = torch.optim.AdamW(params, lr=config.lr)
+    # fp16 gradients of small losses underflow: scale them (bf16 has fp32's range)
+    scaler = torch.amp.GradScaler(dev.type, enabled=policy.amp_dtype == "float16")
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     state = TrainState(
         modules={"lora": _adapter_params(model.unet)},
-        stateful={"opt": opt},
+        stateful={"opt": opt, **({"scaler": scaler} if scaler.is_enabled() else {})},
         generators={"noise": gen, "photos": rng},
     )
-    summary = {"base": str(base), "subject_photos": len(photos.images)}
+    summary = {
+        "base": str(base),
+        "subject_photos": len(photos.images),
+        "precision": policy.precision,
+    }
     summary["prior_images"] = 0 if prior is None else len(prior) // 2
     trainer = Trainer(
         out / "checkpoint",
@@ -273,16 +309,19 @@ def train_subject_lora(
 
     def step(i: int) -> dict[str, float]:
         idx = rng.integers(0, len(instance), config.batch_size)
-        loss = model.loss(instance[idx].to(dev), model.instance_cond(len(idx)), gen)
+        with policy.autocast():  # the frozen base in half precision; the loss is fp32
+            loss = model.loss(instance[idx].to(dev), model.instance_cond(len(idx)), gen)
         metrics = {"loss": float(loss.detach())}
         if prior is not None:
             pidx = rng.integers(0, len(prior), config.batch_size)
-            prior_loss = model.loss(prior[pidx].to(dev), model.prior_cond(len(pidx)), gen)
+            with policy.autocast():
+                prior_loss = model.loss(prior[pidx].to(dev), model.prior_cond(len(pidx)), gen)
             loss = loss + config.prior_weight * prior_loss
             metrics["prior_loss"] = float(prior_loss.detach())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return metrics
 
     def report(done: int, total: int, metrics: Mapping[str, float]) -> None:
@@ -420,6 +459,10 @@ class _Backend:
     def add_adapter(self) -> None:
         raise NotImplementedError
 
+    def frozen_parts(self) -> list[Any]:
+        """The base model's parts besides the UNet (held in the training's weight dtype)."""
+        raise NotImplementedError
+
     def save_adapter(self, out: Path) -> Path:
         raise NotImplementedError
 
@@ -527,6 +570,9 @@ class _PipelineBackend(_Backend):
     def add_adapter(self) -> None:
         self.unet.add_adapter(_lora_config(self.config.rank, self.targets))
 
+    def frozen_parts(self) -> list[Any]:
+        return [self.pipe.vae, self.pipe.text_encoder]
+
     def save_adapter(self, out: Path) -> Path:
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
@@ -631,6 +677,9 @@ class _OwnBackend(_Backend):
         from peft import inject_adapter_in_model
 
         inject_adapter_in_model(_lora_config(self.config.rank, self.targets), self.unet)
+
+    def frozen_parts(self) -> list[Any]:
+        return [self.model.vae]
 
     def save_adapter(self, out: Path) -> Path:
         from peft.utils import get_peft_model_state_dict

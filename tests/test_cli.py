@@ -227,6 +227,24 @@ def test_quick_demo_end_to_end(tmp_path, monkeypatch):
     assert rows["ai_metadata.png"]["reasons"][0]["source"] == "metadata"
     assert rows["real_clip.mp4"]["kind"] == "video"
     assert data["mode"] == "quick" and data["evaluation"]
+    # the localiser, trained on the demo's inpainting set: pixel figures with CIs ...
+    loc = data["localization"]
+    o = loc["overall"]
+    assert o["edited_images"] >= 2 and loc["dataset"]["by_label"]["synthetic"] == 15
+    assert o["pixel_auc"] > 0.5 and o["f1_ci"][0] <= o["f1"] <= o["f1_ci"][1]
+    assert o["iou_ci"][0] <= o["iou"] <= o["iou_ci"][1]
+    assert (out / "evaluation" / "localize" / "localization.json").is_file()
+    # ... and the scan maps the flagged images with it: regions, a heatmap, shown in the report
+    mapped = [r for r in rows.values() if (r.get("localization") or {}).get("heatmap")]
+    assert mapped and all(
+        r["verdict"] in ("synthetic", "likely-synthetic", "needs-review") for r in mapped
+    )
+    assert all((out / "scan" / r["localization"]["heatmap"]).is_file() for r in mapped)
+    assert any(name.startswith("inpainted_") for name in rows)
+    edit = rows["signed_inpainted.png"]  # an inpainted crop signed as an AI edit: mapped
+    assert edit["verdict"] == "synthetic" and edit["provenance"]["ai_declaration"] == "ai-edited"
+    assert edit["localization"]["heatmap"] and "regions" in edit["localization"]
+    assert "Where the flagged images were changed" in (out / "scan" / "report.html").read_text()
     assert (out / "scan" / "report.html").is_file() and (out / "mlflow.db").is_file()
     runs = json.loads(
         runner.invoke(

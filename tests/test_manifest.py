@@ -174,8 +174,46 @@ def test_with_splits_keeps_existing_and_groups(tmp_path):
     for it in grouped:
         per_person.setdefault(it.attributes["person"], set()).add(it.split)
     assert all(len(s) == 1 for s in per_person.values())
-    with pytest.raises(ManifestError, match="no attribute"):
+    with pytest.raises(ManifestError, match="no item has the attribute 'person'"):
         Manifest(tmp_path, [_item(1)]).with_splits(group_by="person")
+
+
+def test_group_by_subject_on_a_mixed_dataset(tmp_path):
+    """Personalised items and their subject's photos carry ``subject``; the rest of a
+    dataset does not: those go with their pair, or alone, and never fail the split."""
+    items = []
+    for s in range(6):  # 6 subjects: 2 photos and 3 generated images each
+        for k in range(5):
+            label = "real" if k < 2 else "synthetic"
+            items.append(_item(100 * s + k, label=label, attributes={"subject": f"s{s}"}))
+    for p in range(30):  # photos and their twins (a pair id), no subject
+        items.append(_item(1000 + 2 * p, extra={"pair": f"p{p}"}))
+        items.append(_item(1001 + 2 * p, label="synthetic", extra={"pair": f"p{p}"}))
+    singles = [_item(5000 + i, label="synthetic") for i in range(200)]  # generated, no link
+    # a subject's photo whose inpainted twin has no subject attribute of its own
+    items += [
+        _item(9000, attributes={"subject": "s0"}, extra={"pair": "q"}),
+        _item(9001, label="synthetic", extra={"pair": "q"}),
+    ]
+    Manifest(tmp_path, items + singles).write()  # no splits yet
+    m = Manifest(tmp_path, items + singles).with_splits(group_by="subject")
+    split = {i.id: i.split for i in m}
+    for s in range(6):
+        assert len({split[f"item-{100 * s + k:04d}"] for k in range(5)}) == 1
+    assert split["item-9001"] == split["item-9000"] == split["item-0000"]
+    for p in range(30):
+        assert split[f"item-{1000 + 2 * p:04d}"] == split[f"item-{1001 + 2 * p:04d}"]
+    # unlinked items are split one by one, in the asked proportions
+    counts = {k: [split[i.id] for i in singles].count(k) for k in ("train", "val", "test")}
+    assert 140 <= counts["train"] <= 180 and counts["val"] >= 8 and counts["test"] >= 8
+    # the CLI does the same
+    from typer.testing import CliRunner
+
+    from deepaudit.cli import app
+
+    r = CliRunner().invoke(app, ["manifest", "split", str(tmp_path), "--group-by", "subject"])
+    assert r.exit_code == 0, r.output
+    assert {i.id: i.split for i in read_manifest(tmp_path)} == split
 
 
 def test_filter(tmp_path):

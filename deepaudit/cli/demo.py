@@ -8,8 +8,11 @@ seconds (``make demo``: about a minute on 2 cores):
    text-to-image pipeline (random weights) that watermarks its output;
 3. images and clips generated and C2PA-signed with a demo certificate made on the spot;
 4. two detectors (spectral, timm) trained and calibrated on that set;
-5. the scan of an inbox mixing real, generated, signed, stripped, tampered, watermarked,
-   video and broken files, and its report.
+5. an inpainting set (real crops with one region regenerated; the masks are the ground
+   truth) and a localisation detector trained on it, with pixel AUC/F1/IoU and bootstrap
+   CIs (:mod:`deepaudit.cli.demo_localize`);
+6. the scan of an inbox mixing real, generated, inpainted, signed, stripped, tampered,
+   watermarked, video and broken files, and its report (heatmaps of the flagged images).
 
 ``full=True`` (``deepaudit demo --full``) is the whole pipeline at larger sizes: a latent
 diffusion model too, longer training, and the evaluation grids (per generator,
@@ -93,6 +96,7 @@ def run_demo(
 
     from deepaudit.audit.scan import run_scan
     from deepaudit.c2pa_layer import load_signing_credentials, make_demo_credentials, sign_file
+    from deepaudit.cli.demo_localize import run_localization
     from deepaudit.detectors import create_detector
     from deepaudit.detectors.data import load_items
     from deepaudit.detectors.evaluate import cross_generator, evaluate_detector
@@ -291,23 +295,40 @@ def run_demo(
             f"cross-generator AUC matrix {cross['train_on_rows_test_on_columns']}"
         )
 
-    # 6. the scan
+    # 6. where images were changed: an inpainting set and a localiser trained on it
+    t0 = time.perf_counter()
+    loc = run_localization(
+        root,
+        mode,
+        photos=photos,
+        device=device,
+        tracker=tracker,
+        evaluate=mode == "full",  # whole-image grids too; the others: the maps' report
+        bootstrap=200 if quick else 1000,
+        say=say,
+    )
+    lap("localization", t0)
+
+    # 7. the scan
     t0 = time.perf_counter()
     inbox = root / "inbox"
     _build_scan_inbox(inbox, data, manifest, certs, sign_file, load_signing_credentials)
+    _add_inpainted(inbox, loc.dataset, certs, sign_file, load_signing_credentials)
     summary = run_scan(
         [inbox],
         root / "scan",
-        detectors=[dets / "spectral", dets / "timm"],
+        detectors=[dets / "spectral", dets / "timm", loc.detector],
         trust_anchors=certs / "ca.pem",
         device=device,
         csv=True,
     )
     lap("scan", t0)
     sj = summary.to_json()
+    heatmaps = sorted((root / "scan" / "heatmaps").glob("*.png"))
     say(
         f"scanned {sj['files']} inbox files: "
         + ", ".join(f"{k} {v}" for k, v in sj["by_verdict"].items() if v)
+        + f"; {len(heatmaps)} heatmaps of flagged images"
     )
 
     report = {
@@ -322,11 +343,17 @@ def run_demo(
         },
         "evaluation": evals,
         "cross_generator_auc": cross["train_on_rows_test_on_columns"],
+        "localization": {
+            "dataset": {"path": str(loc.dataset), **loc.summary},
+            "generated": loc.generated,
+            **loc.figures,
+        },
         "scan": sj,
         "outputs": {
             "scan_results": str(root / "scan" / "results.jsonl"),
             "scan_report": str(root / "scan" / "report.html"),
-            **({"evaluation": str(root / "evaluation")} if evaluate else {}),
+            "heatmaps": str(root / "scan" / "heatmaps"),
+            "evaluation": str(root / "evaluation"),
             "mlflow": f"mlflow ui --backend-store-uri {uri}",
         },
     }
@@ -341,6 +368,28 @@ def _toml_entry(entry: dict[str, Any]) -> str:
         return json.dumps(v)
 
     return "[[generate]]\n" + "".join(f"{k} = {value(v)}\n" for k, v in entry.items())
+
+
+def _add_inpainted(inbox: Path, inpainting: Path, certs: Path, sign_file, load_creds) -> None:
+    """Three test-split inpainted crops, and one signed as an AI edit of its real photo (as
+    an editor that writes Content Credentials does): flagged files get the localiser's map."""
+    from deepaudit.manifest import read_manifest
+
+    m = read_manifest(inpainting)
+    twins = [i for i in m.items if i.label == "synthetic" and i.split == "test"][:3]
+    for i in twins:
+        shutil.copyfile(m.resolve(i), inbox / f"inpainted_{i.source}_{Path(i.path).name}")
+    real = {i.extra.get("pair"): i for i in m.items if i.label == "real"}
+    first = twins[0] if twins else None
+    if first is not None and first.extra.get("pair") in real:
+        sign_file(
+            m.resolve(first),
+            load_creds(certs / "signer.pem", certs / "signer.key.pem"),
+            inbox / "signed_inpainted.png",
+            digital_source_type="compositeWithTrainedAlgorithmicMedia",
+            action="c2pa.edited",
+            parent=m.resolve(real[first.extra["pair"]]),
+        )
 
 
 def _build_scan_inbox(

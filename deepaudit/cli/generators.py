@@ -144,6 +144,13 @@ def generators_personalize(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed for noise and photo order.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (CUDA: bf16/fp16 base under autocast; CPU: fp32), fp32, bf16, fp16; "
+            "the adapter itself always trains in fp32."
+        ),
+    ] = "auto",
     track: Annotated[bool, typer.Option(help="Record the run in mlflow.")] = True,
 ) -> None:
     """Fine-tune a subject LoRA (DreamBooth recipe) on a few photos of one subject. Rerun
@@ -171,6 +178,7 @@ def generators_personalize(
                 config=config,
                 prior_photos=prior,
                 device=device,
+                precision=precision,
                 tracker=Tracker() if track else None,
                 progress=lambda step, total, loss: update(step, total),
             )

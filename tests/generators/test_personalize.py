@@ -220,3 +220,69 @@ def test_cli_trains_a_subject_lora_and_says_how_to_use_it(
     assert 'generator = "personalize"' in done.stdout
     assert read_subject_lora(tmp_path / "carol").subject == "carol"
     assert (tmp_path / "mlflow.db").is_file()
+
+
+def test_adapter_weights_stay_fp32_over_a_half_precision_base(tiny_pipelines):
+    """The CUDA recipe (diffusers' LoRA scripts), checked on the CPU: the frozen base in
+    bf16, the adapter's trainable weights in fp32, and a step under autocast gives them fp32
+    gradients and moves them."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+
+    from deepaudit.generators.lora import lora_mixed_precision
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        tiny_pipelines["text2img"], safety_checker=None, requires_safety_checker=False
+    )
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        part.requires_grad_(False)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets))
+    params = lora_mixed_precision(pipe.unet, [pipe.vae, pipe.text_encoder], torch.bfloat16)
+    assert params and all(p.dtype == torch.float32 for p in params)
+    assert all("lora" in n for n, p in pipe.unet.named_parameters() if p.requires_grad)
+    frozen = [p for p in pipe.unet.parameters() if not p.requires_grad]
+    assert all(p.dtype == torch.bfloat16 for p in frozen)
+    assert pipe.vae.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    before = [p.detach().clone() for p in params]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = pipe.unet(
+            torch.randn(2, 4, 16, 16),
+            torch.tensor([10, 500]),
+            encoder_hidden_states=torch.randn(2, 77, 32),
+        ).sample
+    pred.float().pow(2).mean().backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, params, strict=True))
+    assert all(p.dtype == torch.float32 for p in params)
+
+
+def test_bf16_training_saves_an_fp32_adapter(tmp_path, tiny_pipelines, subject_photos):
+    """The whole training path under mixed precision: finite losses, an fp32 adapter file,
+    the precision recorded."""
+    import torch
+    from safetensors.torch import load_file
+
+    from deepaudit.devices import cpu_has_bf16
+
+    if cpu_has_bf16() is False:
+        pytest.skip("this CPU has no bf16 units: bf16 training is refused here")
+    losses = []
+    cfg = SubjectConfig(subject="dora", steps=2, lr=2e-2, resolution=32)
+    out = train_subject_lora(
+        tiny_pipelines["text2img"],
+        subject_photos,
+        tmp_path / "dora",
+        config=cfg,
+        device="cpu",
+        precision="bf16",
+        progress=lambda step, total, loss: losses.append(loss),
+    )
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    weights = load_file(read_subject_lora(out).weights)
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+    assert json.loads((out / "deepaudit.json").read_text())["precision"] == "bf16"
