@@ -250,10 +250,12 @@ def run_scan_ray(
                     walk_errors.append(path)
                 elif note == _SIDECAR:
                     summary.sidecars_attached.append(path)
-                elif note == _UNCHANGED:
-                    summary.skipped_unchanged += 1
                 elif route and route in seen_routes:
                     continue  # the same file reached through another folder
+                elif note == _UNCHANGED:
+                    summary.skipped_unchanged += 1
+                    if route:  # its other routes are second routes in this run too
+                        seen_routes.add(route)
                 else:
                     if route:
                         seen_routes.add(route)

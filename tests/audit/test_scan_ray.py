@@ -80,6 +80,7 @@ def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     for i, item in enumerate(m.items[:40]):
         folder = box / "b" if i % 2 else box
         (folder / f"{i:03d}.png").write_bytes((detector_data / item.path).read_bytes())
+    os.link(box / "000.png", box / "b" / "zz.png")  # a second route: still one file, one row
     out = tmp_path / "scan"
     cmd = [sys.executable, "-m", "deepaudit", "scan", str(box), "-o", str(out)]
     cmd += ["-d", str(spectral), "--ray", ray_cluster]
