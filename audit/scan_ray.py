@@ -191,7 +191,8 @@ def run_scan_ray(
     actor_cpus = 0 if gpu_actors or cpus < n_actors + 1 else 1
     n_tasks = workers or max(1, int(cpus) - (n_actors * actor_cpus if detectors else 0))
     # a first count, capped, sizes the blocks; the walk itself streams on the cluster
-    counted = sum(1 for _ in islice(walk_files(paths, exclude=[plan.out]), COUNT_CAP))
+    listed = walk_files(paths, exclude=[plan.out], skip_names=OUTPUT_NAMES)
+    counted = sum(1 for _ in islice(listed, COUNT_CAP))
     block_rows = rows_per_block(counted, n_tasks)
     if stats is not None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
