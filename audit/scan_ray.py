@@ -1,36 +1,40 @@
 """``deepaudit scan --ray``: the local scan's per-file work on a Ray cluster, with Ray Data.
 
-One streaming Ray Data pipeline per window of folders, so Ray's backpressure bounds what is
-in flight and the driver never holds a list of files:
+One streaming Ray Data pipeline for the whole job, so the detector actors load their models
+once, Ray's backpressure bounds what is in flight, and the driver never holds a list of files:
 
-1. the driver walks folders only (:func:`deepaudit.walk.walk_shards`), a window at a time;
-2. listing tasks list each folder's files by the walker's rules
-   (:func:`deepaudit.walk.list_shard`) and attach what an earlier run recorded for them;
-3. CPU tasks run :func:`deepaudit.audit.scan.examine_file` per file — hashing, C2PA,
-   metadata, watermark, decoding and the detectors' inputs — or skip a file unchanged since
-   the earlier run (:func:`deepaudit.audit.scan.is_unchanged`: size, mtime and SHA-256);
-   the earlier run's records (read on the driver, as the local scan does) travel to the
-   tasks with their folder;
-4. an actor pool scores them: each actor loads the detectors once (one GPU each where the
-   cluster has GPUs, one CPU otherwise) and makes every record final
+1. a walk task walks the folders (:func:`deepaudit.walk.walk_shards`, the walker's rules,
+   loops and second routes included) and streams them out, a few folders per block;
+2. listing tasks list each folder's files by the same rules (:func:`deepaudit.walk.list_shard`)
+   and cut them into blocks of :func:`rows_per_block` files: as many blocks as the CPU tasks
+   can overlap, as few as keep the driver's per-block cost small (docs/scale.md);
+3. one CPU stage runs :func:`deepaudit.audit.scan.examine_file` per file — hashing, C2PA,
+   metadata, watermark, decoding and the detectors' inputs — or passes on a file unchanged
+   since the earlier run (:func:`deepaudit.audit.scan.is_unchanged`: size, mtime, SHA-256),
+   whose record it finds in the earlier run's records, put in the object store in parts;
+4. an actor pool scores whole blocks: each actor loads the detectors once for the job (one
+   GPU each where the cluster has GPUs, CPU otherwise) and makes every record final
    (:func:`deepaudit.audit.scan.result_line`: fusion, verdict, reasons);
-5. the driver appends each line to ``results.jsonl`` as it comes, flushed per batch, so a
+5. the driver appends each line to ``results.jsonl`` as blocks come, flushed per block, so a
    killed driver loses only lines in flight and the rerun redoes exactly those.
 
-The summary, the CSV and the report are the local scan's (:func:`finish_scan`). A file that
-cannot be read is an error row, as in the local scan; a second route to the same file
-through another folder (a hard link, a linked file) is dropped by the driver, which keeps
-only such files' inode numbers.
+A worker that dies (killed for memory, a crash in a decoder) costs no files: Ray retries its
+block once (a CPU task again, an actor restarted); a block that kills its worker twice is let
+go, and the driver, which counts every folder's files against the listing's tally, writes
+those files as error rows. The summary, the CSV and the report are the local scan's
+(:func:`finish_scan`). A second route to the same file through another folder (a hard link,
+a linked file) is dropped by the driver, which keeps only such files' inode numbers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -40,6 +44,7 @@ from deepaudit.audit.results import ScanSummary
 from deepaudit.audit.scan import (
     OUTPUT_NAMES,
     ScanOptions,
+    ScanPlan,
     examine_file,
     finish_scan,
     is_unchanged,
@@ -53,30 +58,50 @@ from deepaudit.audit.scan import (
 from deepaudit.audit.verdict import DEFAULT_BAND, Fusion
 from deepaudit.c2pa_layer import SIDECAR_SUFFIX, asset_of_sidecar
 from deepaudit.cluster import connect_ray
-from deepaudit.errors import error_record
-from deepaudit.walk import WalkShard, list_shard, walk_shards
+from deepaudit.errors import MediaError, error_record
+from deepaudit.walk import WalkShard, list_shard, walk_files, walk_shards
 
-__all__ = ["ACTOR_MEMORY", "ROWS_PER_BLOCK", "RayScanStats", "rows_per_block", "run_scan_ray"]
+__all__ = [
+    "ACTOR_MEMORY",
+    "MAX_ROWS_PER_BLOCK",
+    "MIN_ROWS_PER_BLOCK",
+    "RayScanStats",
+    "rows_per_block",
+    "run_scan_ray",
+]
 
 logger = logging.getLogger(__name__)
 
-# folders per pipeline run: the driver holds one window of folder names, never file names
-WINDOW = 4096
 # bytes of memory a detector actor reserves (Ray's scheduling resource)
 ACTOR_MEMORY = 1024 * 1024 * 1024
-# files per block out of the listing: at least ROWS_PER_BLOCK (small blocks spread the CPU
-# stage over the tasks), one per cluster CPU on big clusters, at most MAX_ROWS_PER_BLOCK. The
-# driver schedules every block through every stage, ~15 ms of its CPU per block here, so
-# blocks grow with the cluster or the driver becomes the bottleneck (docs/scale.md)
-ROWS_PER_BLOCK = 8
+# Files per block. The driver's streaming executor spends ~10-20 ms of its CPU on every
+# block through the stages (docs/scale.md), so a block must hold enough files to make that
+# small against their work; and each CPU task wants a few blocks, so the stages overlap and
+# the last block's wait is short. Hence BLOCKS_PER_TASK blocks per CPU task over the files
+# the driver counts first (at most COUNT_CAP), between MIN and MAX_ROWS_PER_BLOCK.
+MIN_ROWS_PER_BLOCK = 8
 MAX_ROWS_PER_BLOCK = 1024
+BLOCKS_PER_TASK = 4
+COUNT_CAP = 65536
+# folders per block out of the walk task: the listing tasks share the folders
+FOLDERS_PER_BLOCK = 16
+# records of an earlier run per object-store part (the CPU tasks fetch the parts they need)
+PREV_PART = 4096
 # row notes: what a row is when it carries no file to write
 _WALK_ERROR, _SIDECAR, _UNCHANGED = "walk-error", "sidecar", "unchanged"
+# a folder's tally (its rows, from its listing task) and the walk's (folders, error rows)
+_TALLY, _WALKED = "tally", "walked"
+_NOT_FILES = (_TALLY, _WALKED)
 
 
-def rows_per_block(cpus: float) -> int:
-    """Files per block on a cluster of ``cpus`` CPUs (see ROWS_PER_BLOCK)."""
-    return int(min(MAX_ROWS_PER_BLOCK, max(ROWS_PER_BLOCK, cpus)))
+def rows_per_block(files: int, tasks: int) -> int:
+    """Files per block for ``files`` files over ``tasks`` CPU tasks (see BLOCKS_PER_TASK).
+
+    Never fewer than one file per task (up to MAX_ROWS_PER_BLOCK): the driver's blocks per
+    second then stay at the files per second of one task, however large the cluster."""
+    per = math.ceil(files / (BLOCKS_PER_TASK * max(1, tasks)))
+    floor = max(MIN_ROWS_PER_BLOCK, min(tasks, MAX_ROWS_PER_BLOCK))
+    return int(min(MAX_ROWS_PER_BLOCK, max(floor, per)))
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,22 @@ class RayScanStats:
     actors: int
     gpu_actors: bool
     rows_per_block: int
+
+
+@dataclass
+class _Tally:
+    """What the driver has seen, against what the walk and the listing said there was."""
+
+    rows: int = 0  # every row but the tallies: files, sidecars, errors, second routes
+    folders: int = 0
+    expected: int = 0
+    walked: tuple[int, int] | None = None  # (folders, walk-error rows) once the walk is done
+
+    @property
+    def complete(self) -> bool:
+        return self.walked is not None and (
+            self.folders == self.walked[0] and self.rows == self.expected + self.walked[1]
+        )
 
 
 def run_scan_ray(
@@ -119,8 +160,8 @@ def run_scan_ray(
     """:func:`deepaudit.audit.scan.run_scan` on Ray (see the module docstring).
 
     ``workers``: CPU tasks at a time (default: the cluster's CPUs less the actors');
-    ``actors``: detector actors (default: one per GPU, or one CPU actor). ``stats``, when
-    given, receives where the scan ran."""
+    ``actors``: detector actors (default: one per GPU, or one CPU actor); ``batch_size``:
+    files per forward pass. ``stats``, when given, receives where the scan ran."""
     import ray
 
     connect_ray(address, num_cpus=workers)
@@ -149,12 +190,14 @@ def run_scan_ray(
     # the cores with the CPU tasks, as the local scan's inference shares them with its workers
     actor_cpus = 0 if gpu_actors or cpus < n_actors + 1 else 1
     n_tasks = workers or max(1, int(cpus) - (n_actors * actor_cpus if detectors else 0))
+    # a first count, capped, sizes the blocks; the walk itself streams on the cluster
+    listed = walk_files(paths, exclude=[plan.out], skip_names=OUTPUT_NAMES)
+    counted = sum(1 for _ in islice(listed, COUNT_CAP))
+    block_rows = rows_per_block(counted, n_tasks)
     if stats is not None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         stats.append(
-            RayScanStats(
-                nodes, cpus, gpus, n_actors if detectors else 0, gpu_actors, rows_per_block(cpus)
-            )
+            RayScanStats(nodes, cpus, gpus, n_actors if detectors else 0, gpu_actors, block_rows)
         )
     scorer = _Scorer(
         detectors=[str(Path(d).resolve()) for d in detectors],
@@ -165,61 +208,70 @@ def run_scan_ray(
         batch_size=batch_size,
         threads=max(1, actor_cpus),
     )
+    # the earlier run's records, in parts the CPU tasks fetch by path (the refs stay alive here)
+    prev_refs = [ray.put(part) for part in _parts(plan.done)]
+    plan.done.clear()
+    ds = _pipeline(
+        paths,
+        plan,
+        scorer,
+        prev_refs,
+        n_tasks=n_tasks,
+        n_actors=n_actors,
+        gpu_actors=gpu_actors,
+        actor_cpus=actor_cpus,
+        block_rows=block_rows,
+    )
     walk_errors: list[str] = []
-    by_folder: dict[str, dict[str, Any]] = defaultdict(dict)
-    for path, prev in plan.done.items():
-        by_folder[str(Path(path).parent)][path] = prev
-    plan.done.clear()  # handed to the listing tasks folder by folder
     seen_routes: set[str] = set()
     replaced = False
-    written = 0
-    shards = walk_shards(paths, errors=walk_errors, exclude=[plan.out])
+    tally = _Tally()
     with plan.results.open("a", encoding="utf-8") as fh:
-        while window := list(islice(shards, WINDOW)):
-            rows = [_shard_row(s, by_folder) for s in window]
-            ds = _pipeline(
-                rows,
-                plan.opts,
-                scorer,
-                n_tasks,
-                n_actors,
-                gpu_actors,
-                actor_cpus,
-                rows_per_block(cpus),
-            )
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                cols = batch.to_pydict()
-                for path, note, route, line, eng, heat in zip(
-                    cols["path"],
-                    cols["note"],
-                    cols["route"],
-                    cols["line"],
-                    cols["engine"],
-                    cols.get("heatmap") or [b""] * len(cols["line"]),
-                    strict=True,
-                ):
-                    if note == _WALK_ERROR:
-                        walk_errors.append(path)
-                    elif note == _SIDECAR:
-                        summary.sidecars_attached.append(path)
-                    elif note == _UNCHANGED:
-                        summary.skipped_unchanged += 1
-                    elif route and route in seen_routes:
-                        continue  # the same file reached through another folder
-                    else:
-                        if route:
-                            seen_routes.add(route)
-                        replaced |= note == "rescan"
-                        if heat:
-                            write_heatmap(plan.out, json.loads(line), heat)
-                        fh.write(line)
-                        written += 1
-                        if eng:
-                            _record_engines(summary, json.loads(eng))
-                fh.flush()
-                if progress is not None:
-                    progress(written + summary.skipped_unchanged, None)
-    summary.scanned = written
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            cols = batch.to_pydict()
+            for path, note, route, line, eng, heat in zip(
+                cols["path"],
+                cols["note"],
+                cols["route"],
+                cols["line"],
+                cols["engine"],
+                cols["heatmap"],
+                strict=True,
+            ):
+                if note == _TALLY:
+                    tally.folders += 1
+                    tally.expected += int(route)
+                    continue
+                if note == _WALKED:
+                    folders, errors = route.split(":")
+                    tally.walked = (int(folders), int(errors))
+                    continue
+                tally.rows += 1
+                if note == _WALK_ERROR:
+                    walk_errors.append(path)
+                elif note == _SIDECAR:
+                    summary.sidecars_attached.append(path)
+                elif route and route in seen_routes:
+                    continue  # the same file reached through another folder
+                elif note == _UNCHANGED:
+                    summary.skipped_unchanged += 1
+                    if route:  # its other routes are second routes in this run too
+                        seen_routes.add(route)
+                else:
+                    if route:
+                        seen_routes.add(route)
+                    replaced |= note == "rescan"
+                    if heat:
+                        write_heatmap(plan.out, json.loads(line), heat)
+                    fh.write(line)
+                    summary.scanned += 1
+                    if eng:
+                        _record_engines(summary, json.loads(eng))
+            fh.flush()
+            if progress is not None:
+                progress(summary.scanned + summary.skipped_unchanged, None)
+        if not tally.complete:
+            summary.scanned += _write_lost(paths, plan, fh, walk_errors)
     summary.walk_errors = walk_errors
     summary.sidecars_attached.sort()
     return finish_scan(plan, compact=replaced, csv=csv, report=report)
@@ -231,20 +283,52 @@ def _record_engines(summary: Any, engines: dict[str, Any]) -> None:
             summary.detectors[key]["engine"] = choice
 
 
-def _shard_row(shard: WalkShard, by_folder: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A shard with what the earlier run recorded for its files (popped: each folder once)."""
-    if shard.folder:
-        prev = by_folder.pop(str(Path(shard.path)), {})
-    else:
-        folder = by_folder.get(str(Path(shard.path).parent), {})
-        prev = {shard.path: folder[shard.path]} if shard.path in folder else {}
-    return {"shard": shard.path, "folder": shard.folder, "prev": json.dumps(prev)}
+def _parts(done: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier run's records cut into parts by a hash of the path (see _part_of)."""
+    if not done:
+        return []
+    parts: list[dict[str, Any]] = [{} for _ in range(math.ceil(len(done) / PREV_PART))]
+    for path, prev in done.items():
+        parts[_part_of(path, len(parts))][path] = prev
+    return parts
+
+
+def _part_of(path: str, n: int) -> int:
+    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % n
+
+
+def _write_lost(
+    paths: Sequence[str | os.PathLike[str]], plan: ScanPlan, fh: Any, walk_errors: list[str]
+) -> int:
+    """Error rows for the files whose blocks Ray let go after their workers died twice.
+
+    Only after such a loss: the driver walks again and writes a row for each file that has
+    none, so the scan still gives every file one row."""
+    logger.warning("some files' workers died twice; writing them as error rows")
+    fh.flush()
+    with plan.results.open(encoding="utf-8") as rf:
+        have = {json.loads(line)["path"] for line in rf if line.endswith("\n")}
+    errors: list[str] = []
+    lost = 0
+    for p in walk_files(paths, errors=errors, exclude=[plan.out], skip_names=OUTPUT_NAMES):
+        if str(p) in have or (
+            p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None
+        ):
+            continue
+        reason = "its Ray worker died twice while examining or scoring it (out of memory?)"
+        rec = {"path": str(p), "kind": "other", "error": error_record(MediaError(p, reason))}
+        fh.write(result_line(rec, plan.policy))
+        lost += 1
+    walk_errors.extend(e for e in errors if e not in walk_errors)
+    return lost
 
 
 def _pipeline(
-    rows: list[dict[str, Any]],
-    opts: ScanOptions,
+    paths: Sequence[str | os.PathLike[str]],
+    plan: ScanPlan,
     scorer: _Scorer,
+    prev_refs: list[Any],
+    *,
     n_tasks: int,
     n_actors: int,
     gpu_actors: bool,
@@ -254,66 +338,115 @@ def _pipeline(
     import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), n_tasks * 4)))
     # paths stay as the user gave them (rows match the local scan's): tasks work from the
     # driver's folder, which a real cluster mounts at the same place on every node
     here = {"cwd": os.getcwd()}
-    ds = ds.flat_map(
-        _list_files, fn_kwargs=here, compute=TaskPoolStrategy(size=n_tasks), num_cpus=1
+    roots = json.dumps([os.fspath(p) for p in paths])
+    ds = ray.data.from_items([{"roots": roots, "exclude": str(plan.out)}])
+    ctx = ds.context  # this dataset's settings (and its derived ones'), not the process's
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # a block whose worker died twice is let go, not the job: the driver writes its files as
+    # error rows (see _write_lost)
+    ctx.max_errored_blocks = -1
+    # the walk and the listing are light: no core of their own, one walk, n_tasks listings
+    ds = ds.map_batches(_walk, fn_kwargs=here, batch_format="pyarrow", batch_size=None, num_cpus=0)
+    ds = ds.repartition(target_num_rows_per_block=FOLDERS_PER_BLOCK)
+    ds = ds.map_batches(
+        _list_files,
+        fn_kwargs=here,
+        batch_format="pyarrow",
+        batch_size=None,
+        compute=TaskPoolStrategy(size=n_tasks),
+        num_cpus=0,
     )
-    # blocks of a few files: the CPU stage spreads over the tasks, and memory stays small
     ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
         _examine_batch,
-        fn_kwargs={"opts": opts, **here},
+        fn_kwargs={"opts": plan.opts, "prev": prev_refs, **here},
         batch_format="pyarrow",
         batch_size=None,
         compute=TaskPoolStrategy(size=n_tasks),
         num_cpus=1,
+        max_retries=1,  # a worker that dies (out of memory, a decoder crash): once more
     )
     if not scorer.detectors:
-        return ds.map_batches(scorer, batch_format="pyarrow", batch_size=None, num_cpus=1)
+        return ds.map_batches(
+            scorer, batch_format="pyarrow", batch_size=None, num_cpus=1, max_retries=1
+        )
     return ds.map_batches(
         _ScoreActor,
         fn_constructor_kwargs={"scorer": scorer},
         batch_format="pyarrow",
-        batch_size=scorer.batch_size,
+        batch_size=None,  # a whole block; score_records cuts it into forward passes
         compute=ActorPoolStrategy(size=n_actors),
         num_gpus=1 if gpu_actors else 0,
         num_cpus=actor_cpus,
         # room for the models; also keeps Ray from fusing the CPU tasks into the actors,
         # which would leave the decoding to as few processes as there are actors
         memory=ACTOR_MEMORY,
+        max_task_retries=1,  # an actor that dies is restarted and its block tried once more
     )
 
 
 # --------------------------------------------------------------------------- cluster side
 
 
-def _list_files(row: dict[str, Any], cwd: str) -> list[dict[str, Any]]:
-    """One shard's files, each with what the earlier run recorded for it."""
+def _rows(rows: list[tuple[str, str, str]]) -> Any:
+    import pyarrow as pa
+
+    path, note, route = zip(*rows, strict=True) if rows else ((), (), ())
+    return pa.table(
+        {
+            "path": pa.array(path, pa.string()),
+            "note": pa.array(note, pa.string()),
+            "route": pa.array(route, pa.string()),
+        }
+    )
+
+
+def _walk(batch: Any, cwd: str) -> Iterator[Any]:
+    """The walk's folders (and the files named directly) as they come, then its tally."""
     _enter(cwd)
-    shard = WalkShard(row["shard"], bool(row["folder"]))
-    prev = json.loads(row["prev"])
+    row = batch.to_pylist()[0]
     errors: list[str] = []
-    out = []
-    for p in list_shard(shard, errors=errors, skip_names=OUTPUT_NAMES):
-        note = ""
-        if p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None:
-            note = _SIDECAR  # read with its asset: no row of its own
-        out.append(
-            {
-                "path": str(p),
-                "note": note,
-                "prev": json.dumps(prev.get(str(p))),
-                "route": "" if shard.folder and not _many_routes(p) else _route(p),
-            }
-        )
-    out.extend({"path": e, "note": _WALK_ERROR, "prev": "null", "route": ""} for e in errors)
-    return out
+    folders = 0
+    out: list[tuple[str, str, str]] = []
+    for shard in walk_shards(json.loads(row["roots"]), errors=errors, exclude=[row["exclude"]]):
+        folders += 1
+        out.append((shard.path, "", "folder" if shard.folder else "file"))
+        if len(out) >= FOLDERS_PER_BLOCK:
+            yield _rows(out)
+            out = []
+    n_errors = len(errors)
+    out.extend((e, _WALK_ERROR, "") for e in errors)
+    out.append(("", _WALKED, f"{folders}:{n_errors}"))
+    yield _rows(out)
+
+
+def _list_files(batch: Any, cwd: str) -> Iterator[Any]:
+    """Each shard's files, as they come, then the shard's tally (its number of rows)."""
+    _enter(cwd)
+    cols = batch.to_pydict()
+    out: list[tuple[str, str, str]] = []
+    for path, note, kind in zip(cols["path"], cols["note"], cols["route"], strict=True):
+        if note:  # the walk's errors and tally pass on
+            out.append((path, note, kind))
+            continue
+        shard = WalkShard(path, kind == "folder")
+        errors: list[str] = []
+        n = 0
+        for p in list_shard(shard, errors=errors, skip_names=OUTPUT_NAMES):
+            sidecar = p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None
+            route = "" if shard.folder and not _many_routes(p) else _route(p)
+            out.append((str(p), _SIDECAR if sidecar else "", route))
+            n += 1
+            if len(out) >= MAX_ROWS_PER_BLOCK:
+                yield _rows(out)
+                out = []
+        out.extend((e, _WALK_ERROR, "") for e in errors)
+        out.append((path, _TALLY, str(n + len(errors))))
+    yield _rows(out)
 
 
 def _enter(cwd: str) -> None:
@@ -337,21 +470,26 @@ def _route(p: Path) -> str:
     return f"{st.st_dev}:{st.st_ino}"
 
 
-def _examine_batch(batch: Any, opts: ScanOptions, cwd: str) -> Any:
-    """The local scan's worker step on each file; a file unchanged since the earlier run is
-    passed on as such, and nothing about a file stops the batch."""
+def _examine_batch(batch: Any, opts: ScanOptions, prev: list[Any], cwd: str) -> Any:
+    """The local scan's worker step on each file of a block; a file unchanged since the
+    earlier run is passed on as such, and nothing about a file stops the block."""
     import pyarrow as pa
+    import ray
 
     _enter(cwd)
-
     cols = batch.to_pydict()
+    parts: dict[int, dict[str, Any]] = {}
     recs: list[bytes] = []
     notes: list[str] = []
-    for path, note, prev in zip(cols["path"], cols["note"], cols["prev"], strict=True):
-        before = json.loads(prev)
+    for path, note in zip(cols["path"], cols["note"], strict=True):
         rec: dict[str, Any] | None = None
-        if not note and before is not None:
-            note = _UNCHANGED if is_unchanged(Path(path), tuple(before)) else "rescan"
+        if not note and prev:
+            k = _part_of(path, len(prev))
+            if k not in parts:
+                parts[k] = ray.get(prev[k])
+            before = parts[k].get(path)
+            if before is not None:
+                note = _UNCHANGED if is_unchanged(Path(path), tuple(before)) else "rescan"
         if note in ("", "rescan"):
             try:
                 rec = examine_file(path, opts)

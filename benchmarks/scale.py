@@ -1,18 +1,27 @@
 """The scan on Ray against the local scan on one machine, and what each stage costs.
 
-``python -m benchmarks.scale [--quick]`` prints JSON (needs ``deepaudit[scale]``). Files:
-JPEG and PNG photo crops and a few MP4 clips; one timm detector (weights untouched).
+``python -m benchmarks.scale [--quick]`` prints JSON (needs ``deepaudit[scale]``; ``make
+bench`` runs the quick form). Files: photos of real size (the built-in photos resized to
+512² with ``--quick``, 1024² without, JPEG and PNG) and a few MP4 clips, so per-file work
+weighs as in an inbox; one timm detector (weights untouched).
 
 - ``local_files_per_s``: ``run_scan`` (worker processes, default workers) over the files;
 - ``ray_files_per_s``: ``run_scan_ray`` on a private Ray instance with as many CPUs as the
   machine, warm (its worker processes started and imports done by a first run, as on a
-  long-lived cluster) and ``ray_cold_files_per_s`` (the first run, with Ray's startup);
-- ``overhead_ratio``: ray ÷ local, warm (goal ≥ 0.8);
-- ``scaling``: files/s as the Ray instance's CPUs (so its CPU tasks) grow from 1 to the cores;
+  long-lived cluster; each run still starts its detector actor) and
+  ``ray_cold_files_per_s`` (the first run, with Ray's worker start);
+- ``*_steady_files_per_s``: the rate beyond the first 8 files (a run over 8 files
+  subtracted: no detector loading, actor or process start), what a long scan sees;
+- ``overhead_ratio`` (whole runs, warm) and ``overhead_ratio_steady``: Ray ÷ local (goal
+  ≥ 0.8);
+- ``scaling_by_ray_cpus``: files/s, whole and steady, as the Ray instance's CPUs (so its
+  CPU tasks) grow from 1 to the cores, with the files per block the scan chose;
+- ``load_average_1m`` before and after: other jobs on the machine skew every figure;
 - ``stages_ms_per_file``: each stage alone on one core in this process — read, hash, C2PA,
   metadata + watermark, decode, the detector's input preparation, inference (batches of
   32), verdict + results line, and the bytes a file's record carries from the CPU tasks
   to the detector actors;
+- ``driver``: the driver's CPU per block through three stages and per results line;
 - ``model``: files/s at 1, 10 and 100 nodes of 16 cores + 1 GPU, from those stage figures
   and the H200 resnet50 rate measured before (docs/scan.md), and the stage that bounds it
   (docs/scale.md explains it).
@@ -28,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 # resnet50 crops/s on one H200 at bf16, measured 2026-11-28 (docs/scan.md)
 H200_RESNET50_PER_S = 3900.0
@@ -96,7 +107,7 @@ def _r(x: float | None) -> float | None:
 
 def _model(stages: dict[str, float], driver_lines_per_s: float, driver: dict[str, float]) -> dict:
     """Files/s at 1, 10 and 100 nodes of 16 cores + 1 H200: the slowest stage bounds it."""
-    from deepaudit.audit.scan_ray import rows_per_block
+    from deepaudit.audit.scan_ray import COUNT_CAP, rows_per_block
 
     cpu_ms = sum(
         stages[k] for k in ("read", "hash", "c2pa", "metadata_watermark", "decode", "prepare")
@@ -105,25 +116,24 @@ def _model(stages: dict[str, float], driver_lines_per_s: float, driver: dict[str
     cpu_per_node = NODE_CORES * 1000.0 / cpu_ms
     out = {}
     for nodes in (1, 10, 100):
+        tasks = nodes * NODE_CORES - 1  # less the one actor's core where GPUs are absent
+        block = rows_per_block(COUNT_CAP, tasks)  # a job of millions: the count is capped
         limits = {
             "cpu_stages": round(nodes * cpu_per_node),
             "detector_gpu": round(nodes * gpu_per_node),
             "results_writing": round(driver_lines_per_s),
-            # the driver's own CPU per file (Ray Data's executor per block of as many files
-            # as the cluster has CPUs, the results loop per file), one core
+            # the driver's own CPU per file (Ray Data's executor per block through the
+            # stages, the results loop per file), one core
             "driver": round(
                 1000.0
-                / (
-                    driver["executor_ms_per_block"] / rows_per_block(nodes * NODE_CORES)
-                    + driver["results_loop_ms_per_row"]
-                )
+                / (driver["executor_ms_per_block"] / block + driver["results_loop_ms_per_row"])
             ),
         }
         bound = min(limits, key=limits.get)
         out[f"{nodes}_nodes"] = {
             "limits_files_per_s": limits,
             "bound_by": bound,
-            "rows_per_block": rows_per_block(nodes * NODE_CORES),
+            "rows_per_block": block,
         }
     out["cpu_ms_per_file"] = round(cpu_ms, 3)
     out["assumes"] = (
@@ -146,21 +156,24 @@ def _driver_lines_per_s(n: int = 20000) -> float:
 
 
 def _driver_ms(rows_per_block: int) -> dict[str, float]:
-    """The driver's CPU per block (Ray Data's streaming executor moving blocks through two
-    trivial stages, warm) and per row (the results loop: a batch's columns, one write per
-    line), on this machine's running Ray instance: what one driver pays per file at scale."""
+    """The driver's CPU per block (Ray Data's streaming executor moving blocks through three
+    trivial stages, as a file block goes through listing, the CPU stage and the actors, warm)
+    and per row (the results loop: a block's columns, one write per line), on this machine's
+    running Ray instance: what one driver pays per file at scale."""
     import pyarrow as pa
     import ray.data
 
     def pipe(n_blocks: int) -> None:
         ds = ray.data.range(n_blocks * rows_per_block, override_num_blocks=n_blocks)
+        ds.context.issue_detectors_config.detectors = []  # no advice on the trivial stages
         ds = ds.map_batches(lambda b: b, batch_size=None)
-        ds = ds.map_batches(lambda b: b, batch_size=None, memory=1)  # not fused: two stages
+        ds = ds.map_batches(lambda b: b, batch_size=None, memory=1)  # not fused: three stages
+        ds = ds.map_batches(lambda b: b, batch_size=None, memory=2)
         for _ in ds.iter_batches(batch_size=None):
             pass
 
     pipe(20)  # workers started
-    n_blocks = 300
+    n_blocks = 200
     c = time.process_time()
     pipe(n_blocks)
     per_block = 1000 * (time.process_time() - c) / n_blocks
@@ -188,6 +201,11 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+def _best(fn, k: int = 2) -> tuple[float, float]:
+    """The fastest of ``k`` runs of ``fn`` (other jobs on a shared machine only slow it)."""
+    return min((_timed(fn) for _ in range(k)), key=lambda t: t[0])
+
+
 def _marginal(n_small: int, small: tuple[float, float], n: int, full: tuple[float, float]):
     """Files/s and driver CPU ms per file beyond the first ``n_small`` files: the rate of a
     long scan, without the fixed start-up (detector loading, process and actor start)."""
@@ -196,23 +214,49 @@ def _marginal(n_small: int, small: tuple[float, float], n: int, full: tuple[floa
     return rate, 1000 * (full[1] - small[1]) / (n - n_small)
 
 
+def _make_photos(root: Path, n: int, side: int, clips: int) -> list[Path]:
+    """``n`` photos of ``side``² (the built-in photos resized, each from its own crop, so no
+    two files are alike), JPEG and PNG in two folders, and ``clips`` MP4 clips."""
+    import cv2
+
+    from deepaudit.media import write_image, write_video
+    from deepaudit.photos import builtin_photos, pan_clip
+
+    photos = [p.image for p in builtin_photos()]
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        img = photos[i % len(photos)]
+        h, w = img.shape[:2]
+        s = int(min(h, w) * rng.uniform(0.7, 1.0))
+        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        crop = cv2.resize(img[y : y + s, x : x + s], (side, side), interpolation=cv2.INTER_AREA)
+        folder = root / ("1_fake" if i % 2 else "0_real")
+        ext = ".jpg" if i % 3 else ".png"
+        files.append(write_image(folder / f"{i:05d}{ext}", crop, quality=90))
+    for i in range(clips):
+        frames = pan_clip(photos[i % len(photos)], frames=24, size=min(side, 256))
+        files.append(write_video(root / "0_real" / f"clip{i}.mp4", frames, fps=12).path)
+    return files
+
+
 def run(*, quick: bool = False) -> dict:
     import ray
 
-    from benchmarks.scan import _make_files
     from deepaudit.audit.scan import run_scan
-    from deepaudit.audit.scan_ray import ROWS_PER_BLOCK, run_scan_ray
+    from deepaudit.audit.scan_ray import RayScanStats, run_scan_ray
     from deepaudit.detectors import create_detector
     from deepaudit.devices import cpu_flags
 
     cores = os.cpu_count() or 1
     model, size = ("resnet10t", 64) if quick else ("resnet18", 224)
-    n, clips, side = (60, 2, 128) if quick else (240, 4, 384)
+    n, clips, side = (96, 2, 512) if quick else (240, 4, 1024)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private instance on this machine
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "data"
-        files = _make_files(data, n, side, clips)
+        files = _make_photos(data, n, side, clips)
         det_dir = root / "det"
         create_detector("timm", model=model, input_size=size, device="cpu").save_pretrained(det_dir)
         kw = {
@@ -221,52 +265,68 @@ def run(*, quick: bool = False) -> dict:
             "engine": "torch",  # no per-process engine timing in the figures
             "report": False,
             "restart": True,
-            "batch_size": 8,  # results every 8 files: the steady rate is measurable
         }
 
         few = files[:8]
-        small = _timed(lambda: run_scan(few, root / "local-few", **kw))
-        full = _timed(lambda: run_scan([data], root / "local", **kw))
+        small = _best(lambda: run_scan(few, root / "local-few", **kw))
+        full = _best(lambda: run_scan([data], root / "local", **kw))
         local_fps = len(files) / full[0]
         local_rate, _ = _marginal(len(few), small, len(files), full)
 
         scaling = {}
         cold = warm = rate = driver_ms = None
         driver: dict[str, float] = {}
+        used: list[RayScanStats] = []
         for cpus in range(1, cores + 1):
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             try:
+                # the first run on a fresh instance pays Ray's worker start: cold, once
                 first = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
-                small = _timed(lambda: run_scan_ray(few, root / "ray-few", address="local", **kw))
-                full = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
                 if cpus == cores:
-                    driver = _driver_ms(ROWS_PER_BLOCK)
+                    cold = len(files) / first[0]
+                k = 2 if cpus == cores else 1
+                small = _best(lambda: run_scan_ray(few, root / "ray-few", address="local", **kw), k)
+                used.clear()
+                full = _best(
+                    lambda: run_scan_ray([data], root / "ray", address="local", stats=used, **kw),
+                    k,
+                )
+                if cpus == cores:
+                    driver = _driver_ms(used[0].rows_per_block)
             finally:
                 ray.shutdown()
             rate, driver_ms = _marginal(len(few), small, len(files), full)
-            cold, warm = len(files) / first[0], len(files) / full[0]
-            scaling[str(cpus)] = {"files_per_s": round(warm, 2), "marginal": _r(rate)}
+            warm = len(files) / full[0]
+            scaling[str(cpus)] = {
+                "files_per_s": round(warm, 2),
+                "steady_files_per_s": _r(rate),
+                "rows_per_block": used[0].rows_per_block,
+            }
         stages = _stages(files, det_dir)
         lines = _driver_lines_per_s()
     return {
         "cpu_flags": cpu_flags(),
         "cores": cores,
+        "load_average_1m": {
+            "before": round(load_before[0], 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
         "files": len(files),
+        "photo_side": side,
         "detector": f"timm {model} at {size}², CPU",
         "local_files_per_s": round(local_fps, 2),
-        "local_marginal_files_per_s": _r(local_rate),
+        "local_steady_files_per_s": _r(local_rate),
         "ray_files_per_s": round(warm, 2),
-        "ray_marginal_files_per_s": _r(rate),
+        "ray_steady_files_per_s": _r(rate),
         "ray_cold_files_per_s": round(cold, 2),
         "overhead_ratio": round(warm / local_fps, 3),
-        "overhead_ratio_marginal": _r(rate / local_rate if rate and local_rate else None),
+        "overhead_ratio_steady": _r(rate / local_rate if rate and local_rate else None),
         "overhead_goal": 0.8,
         "scaling_by_ray_cpus": scaling,
         "stages_ms_per_file": stages,
         "driver_cpu_ms_per_file_in_scan": round(driver_ms, 3),
         "driver": driver,
         "driver_write_lines_per_s": round(lines),
-        "rows_per_block": ROWS_PER_BLOCK,
         "model": _model(stages, lines, driver),
     }
 

@@ -39,3 +39,23 @@ def connect_ray(address: str = "auto", *, num_cpus: int | None = None) -> None:
             f"--ray {address}: cannot reach a Ray cluster ({' '.join(str(exc).split())[:200]}); "
             "start one with `ray start --head`, or use --ray local"
         ) from None
+    _cluster_messages_to_stderr()
+
+
+def _cluster_messages_to_stderr() -> None:
+    """Send what Ray prints on the driver for the cluster (the raylet's "a worker died")
+    to stderr: Ray 2.60 prints it on stdout, where ``--json`` output goes. With
+    ``log_to_driver=False`` these messages are all that Ray prints there."""
+    try:
+        from ray._private import worker
+    except ImportError:  # another Ray layout: its messages stay where Ray puts them
+        return
+    original = worker.print_to_stdstream
+    if getattr(original, "to_stderr", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.to_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr

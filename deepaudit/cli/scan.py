@@ -43,7 +43,9 @@ def scan(
     frames: Annotated[int, typer.Option(help="Frames sampled per video.")] = 8,
     csv: Annotated[bool, typer.Option("--csv", help="Also write results.csv.")] = False,
     device: Annotated[str, typer.Option(help="Detector device: auto, cpu, cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Files per detector batch (and per flush).")] = 32,
+    batch_size: Annotated[
+        int, typer.Option(help="Files per detector batch (and per flush without --ray).")
+    ] = 32,
     precision: PrecisionOpt = "auto",
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget earlier results in --out and scan everything.")

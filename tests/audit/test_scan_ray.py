@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,18 +51,39 @@ def test_ray_scan_gives_the_local_scans_rows(inbox, spectral, creds, tmp_path, r
     assert again.scanned == 0 and again.skipped_unchanged == 13
 
 
-def test_killed_ray_driver_resumes_without_duplicates_or_gaps(
+def _actor_pids(cluster_sockets: list[str]) -> list[int]:
+    """The detector actors' processes of this test's cluster (their raylet names its socket)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"_ScoreActor" not in (entry / "cmdline").read_bytes():
+                continue
+            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent = Path("/proc", ppid, "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if any(sock.encode() in parent for sock in cluster_sockets):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     tmp_path, spectral, detector_data, ray_cluster
 ):
+    import ray
+
     box = tmp_path / "many"
     (box / "b").mkdir(parents=True)
     m = read_manifest(detector_data)
     for i, item in enumerate(m.items[:40]):
         folder = box / "b" if i % 2 else box
         (folder / f"{i:03d}.png").write_bytes((detector_data / item.path).read_bytes())
+    os.link(box / "000.png", box / "b" / "zz.png")  # a second route: still one file, one row
     out = tmp_path / "scan"
     cmd = [sys.executable, "-m", "deepaudit", "scan", str(box), "-o", str(out)]
-    cmd += ["-d", str(spectral), "--ray", ray_cluster, "--batch-size", "1"]
+    cmd += ["-d", str(spectral), "--ray", ray_cluster]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
     deadline = time.time() + 120
@@ -74,9 +97,25 @@ def test_killed_ray_driver_resumes_without_duplicates_or_gaps(
     assert 3 <= partial < 40
     with results.open("a") as fh:
         fh.write('{"path": "torn')  # a half-written last line
-    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-1500:]
-    summary = json.loads(done.stdout)
+    # the rerun loses its detector actor (kill -9, as the kernel's OOM killer does) once it
+    # has written a block: Ray restarts the actor and hands it the block again
+    sockets = [n["RayletSocketName"] for n in ray.nodes() if n.get("Alive")]
+    rerun = subprocess.Popen(
+        [*cmd, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    killed = []
+    deadline = time.time() + 120
+    while not killed and rerun.poll() is None and time.time() < deadline:
+        if results.read_text().count("\n") > partial:
+            for pid in _actor_pids(sockets):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.02)
+    stdout, stderr = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, stderr[-1500:]
+    assert killed, "the actor was not seen"
+    summary = json.loads(stdout)
     assert summary["skipped_unchanged"] == partial and summary["scanned_now"] == 40 - partial
-    paths = [json.loads(line)["path"] for line in results.read_text().splitlines()]
-    assert len(paths) == len(set(paths)) == 40
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len({r["path"] for r in rows}) == len(rows) == 40
+    assert not [r["path"] for r in rows if "error" in r]  # the actor's block was scored again
