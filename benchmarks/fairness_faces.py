@@ -37,7 +37,7 @@ def run(
     device: str = "auto",
     generator_minutes: float | None = None,
     per_cell: int | None = None,
-    methods: tuple[str, ...] = ("reweight", "synthetic-rebalance", "threshold"),
+    methods: tuple[str, ...] = ("reweight", "synthetic-rebalance", "threshold", "equal-fpr"),
     bootstrap: int = 1000,
     folds: int = 1,
 ) -> dict:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-cell", type=int, default=None, help="Synthetic faces per cell.")
     parser.add_argument(
         "--methods",
-        default="reweight,synthetic-rebalance,threshold",
+        default="reweight,synthetic-rebalance,threshold,equal-fpr",
         help="Comma-separated mitigation methods.",
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
