@@ -832,9 +832,11 @@ def mitigation_markdown(js: Mapping[str, Any]) -> list[str]:
         lines.append(chance)
     for row in js.get("rows", []):
         if row.get("uses_group_at_decision"):
+            randomised = any("randomised between" in n for n in row.get("notes") or [])
             lines.append(
                 f"`{row['method']}` uses group membership at decision time: it can only be "
-                "deployed where each file's group is known, and its decisions are randomised."
+                "deployed where each file's group is known"
+                + (", and its decisions are randomised." if randomised else ".")
             )
     return lines
 
