@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/deepaudit demo --out $(DEMO_OUT)
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # The tests not marked slow (under a minute on 2 cores): for the edit-test loop; CI runs `test`.
 test-fast: $(STAMP) lint

@@ -19,6 +19,7 @@ that needs more fails loudly instead of evaluating wrongly.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def _tokens(text: str) -> list[_Tok]:
 # --------------------------------------------------------------------------- evaluation env
 
 
-@dataclass
+@dataclass(slots=True)
 class Env:
     """What an expression sees besides ``@``: variables, ``$args`` and named expressions."""
 
@@ -209,11 +210,20 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
 def _order(op: str, a: Any, b: Any) -> bool | None:
-    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
-    if not numbers and not (isinstance(a, str) and isinstance(b, str)):
+    ta, tb = type(a), type(b)
+    numbers = ta in (int, float) and tb in (int, float)  # bool is neither: not a number here
+    if not numbers and not (ta is str and tb is str):
         return None
-    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    return _COMPARE[op](a, b)
 
 
 # --------------------------------------------------------------------------- parser
@@ -471,20 +481,20 @@ class _Parser:
             self.calls.add(name)
 
             def _named(v: Any, env: Env) -> Any:
-                prog = env.functions[name]
                 if env.depth > _MAX_CALL_DEPTH:
                     raise FormulaError(f"{name}() recursed deeper than {_MAX_CALL_DEPTH} calls")
                 values = [a(v, env) for a in args] if args else env.args
+                cache = env.cache
                 key = None
-                if env.cache is not None:
-                    key = (name, id(v), *(id(x) for x in values or ()))
-                    hit = env.cache.get(key)
+                if cache is not None:
+                    key = (name, id(v), *map(id, values)) if values else (name, id(v))
+                    hit = cache.get(key)
                     if hit is not None:
                         return hit[1]
-                inner = Env(env.variables, env.functions, values, env.depth + 1, env.cache)
-                result = prog.fn(v, inner)
+                inner = Env(env.variables, env.functions, values, env.depth + 1, cache)
+                result = env.functions[name].fn(v, inner)
                 if key is not None:
-                    env.cache[key] = ((v, values), result)
+                    cache[key] = ((v, values), result)
                 return result
 
             return _named
@@ -497,13 +507,35 @@ class _Parser:
 
 
 def _field(name: str) -> Fn:
-    return lambda v, env: v.get(name) if isinstance(v, dict) else None
+    return _path((name,))
+
+
+def _path(keys: tuple[str, ...]) -> Fn:
+    """``a.b.c`` in one step (the rubrics' accessors are chains of field names)."""
+    if len(keys) == 1:
+        (name,) = keys
+
+        def _get(v: Any, env: Env) -> Any:
+            return v.get(name) if isinstance(v, dict) else None
+
+    else:
+
+        def _get(v: Any, env: Env) -> Any:
+            for name in keys:
+                if not isinstance(v, dict):
+                    return None
+                v = v.get(name)
+            return v
+
+    _get.keys = keys  # type: ignore[attr-defined]
+    return _get
 
 
 def _variable(name: str) -> Fn:
+    if name == "$args":
+        return lambda v, env: env.args
+
     def _var(v: Any, env: Env) -> Any:
-        if name == "$args":
-            return env.args
         if name not in env.variables:
             raise FormulaError(f"unknown variable {name}")
         return env.variables[name]
@@ -512,6 +544,9 @@ def _variable(name: str) -> Fn:
 
 
 def _then(left: Fn, right: Fn) -> Fn:
+    if hasattr(left, "keys") and hasattr(right, "keys"):
+        return _path(left.keys + right.keys)  # type: ignore[attr-defined]
+
     def _sub(v: Any, env: Env) -> Any:
         value = left(v, env)
         return None if value is None else right(value, env)

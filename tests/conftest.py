@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -102,7 +103,8 @@ def run_script(tmp_path):
     no handler, no cleanup), which the tests use to interrupt training anywhere."""
 
     def run(script: str, *args: object, kill_after: int | None = None) -> list[str]:
-        with open(tmp_path / "stderr.txt", "w+") as err:
+        # a stderr file per run: tests start independent runs side by side (one per core)
+        with tempfile.NamedTemporaryFile("w+", dir=tmp_path, suffix=".stderr") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-c", script, *map(str, args)],
                 stdout=subprocess.PIPE,

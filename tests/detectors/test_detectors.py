@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ train_detector(det, load_items(sys.argv[1]), sys.argv[2], progress=progress)
 """
 
 
-@pytest.mark.slow  # three training processes: 12-35 s on 2 shared cores, mostly imports
+@pytest.mark.slow  # three training processes (two at once): mostly imports
 def test_sigkill_inside_an_epoch_then_rerun_ends_with_the_same_bits(
     detector_data, tmp_path, run_script
 ):
@@ -153,9 +154,11 @@ def test_sigkill_inside_an_epoch_then_rerun_ends_with_the_same_bits(
 
     per_epoch = -(-len(load_items(detector_data).split("train")) // 16)
     a, b = tmp_path / "a", tmp_path / "b"
-    straight = dict(line.split() for line in run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, a))
+    with ThreadPoolExecutor(1) as pool:  # the uninterrupted run beside the killed one
+        first = pool.submit(run_script, _TRAIN_PRINTING_WEIGHTS, detector_data, a)
+        run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, b, kill_after=per_epoch + 2)
+        straight = dict(line.split() for line in first.result())
     assert len(straight) == 3 * per_epoch
-    run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, b, kill_after=per_epoch + 2)
     saved = json.loads((b / "checkpoint" / "progress.json").read_text())
     assert saved["step"] == per_epoch  # killed inside epoch 2: the epoch-1 checkpoint is there
     resumed = dict(line.split() for line in run_script(_TRAIN_PRINTING_WEIGHTS, detector_data, b))

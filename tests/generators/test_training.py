@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -55,11 +56,13 @@ train_diffusion(cfg, sys.argv[1], data=data, device="cpu", progress=progress)
 """
 
 
-@pytest.mark.slow  # three training processes: 16-45 s on 2 shared cores, mostly imports
+@pytest.mark.slow  # three training processes (two at once): mostly imports
 def test_sigkill_between_checkpoints_then_rerun_ends_with_the_same_weights(tmp_path, run_script):
     a, b = tmp_path / "a", tmp_path / "b"
-    straight = dict(line.split() for line in run_script(_TRAIN_PRINTING_LOSSES, a))
-    run_script(_TRAIN_PRINTING_LOSSES, b, kill_after=6)  # checkpoints at 4 and 8
+    with ThreadPoolExecutor(1) as pool:  # the uninterrupted run beside the killed one
+        first = pool.submit(run_script, _TRAIN_PRINTING_LOSSES, a)
+        run_script(_TRAIN_PRINTING_LOSSES, b, kill_after=6)  # checkpoints at 4 and 8
+        straight = dict(line.split() for line in first.result())
     assert json.loads((b / "checkpoint" / "progress.json").read_text())["step"] == 4
     assert not (b / "deepaudit.json").exists()
     resumed = dict(line.split() for line in run_script(_TRAIN_PRINTING_LOSSES, b))
