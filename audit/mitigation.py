@@ -14,12 +14,24 @@ each judged on the same held-out items as the detector it tries to improve:
 - ``threshold``: fairlearn's ``ThresholdOptimizer`` with equalized odds, fitted on the
   baseline's validation scores. It needs **group membership at decision time**: every file
   must come with its group, and the decision for it is randomised between two thresholds.
+  Its objective (balanced accuracy) also moves the operating point: on a detector that
+  separates the classes it lowers every group's FPR, which narrows a max − min gap by itself
+  (the group-blind control it is reported with shows how much).
+- ``equal-fpr``: per-group thresholds for the same FPR at the target (predictive equality,
+  Corbett-Davies et al. 2017), keeping the operating point. A group's few validation reals
+  cannot place its own 95th percentile, so each group's real scores are centred on the
+  common median (in logit space, per-group medians from validation) and one threshold at the
+  target FPR is set on the centred scores: a location-shift model of the groups' real-score
+  distributions. Also needs group membership at decision time; deterministic.
 
 The table (:class:`MitigationTable`): AUC, FPR, FNR, intersectional FPR gap, F_FPR, F_EO
 and F_OAE (definitions in :mod:`deepaudit.audit.fairness`) with 95% bootstrap intervals;
 the bootstrap is paired (the same resampled items for every method), so the change against
-the baseline (ΔAUC, gap ratio) has its own interval. The goal a method meets or not: FPR gap
-ratio ≤ 0.5 with the upper end of its interval below 1, and ΔAUC ≥ −0.01.
+the baseline (ΔAUC, gap ratio) has its own interval. Each row also gives the FPR gap that a
+detector with the same FPR in every group would show on these group sizes, from sampling
+alone (``fpr_gap_if_fair``): a max − min over many small groups is large even when nothing
+is unfair, and a measured gap near it is not evidence of unfairness. The goal a method meets
+or not: FPR gap ratio ≤ 0.5 with the upper end of its interval below 1, and ΔAUC ≥ −0.01.
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ __all__ = [
     "MitigationTable",
     "Outcome",
     "balanced_accuracy_threshold",
+    "equal_fpr_thresholds",
+    "fpr_gap_if_fair",
     "group_labels",
     "mitigation_markdown",
     "mitigation_table",
@@ -60,7 +74,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("reweight", "synthetic-rebalance", "threshold")
+METHODS = ("reweight", "synthetic-rebalance", "threshold", "equal-fpr")
 TABLE_METRICS = ("auc", "fpr", "fnr", "fpr_gap", "F_FPR", "F_EO", "F_OAE")
 AUC_COST = 0.01  # the most AUC a method may lose and still meet the goal
 
@@ -217,6 +231,7 @@ def mitigation_table(
             "method": o.method,
             **point[j],
             "ci95": {k: _ci(draws[j, i]) for i, k in enumerate(TABLE_METRICS)},
+            "fpr_gap_if_fair": fpr_gap_if_fair(y, groups, point[j]["fpr"], seed=seed),
             "uses_group_at_decision": o.uses_group_at_decision,
             "notes": list(o.notes),
             "details": dict(o.details),
@@ -256,6 +271,25 @@ def mitigation_table(
         bootstrap,
         tuple(rows),
     )
+
+
+def fpr_gap_if_fair(
+    y: np.ndarray, groups: np.ndarray, fpr: float | None, *, draws: int = 4000, seed: int = 0
+) -> dict[str, float] | None:
+    """The intersectional FPR gap (max − min) a detector with FPR ``fpr`` in every group
+    would show on these groups' real items, from sampling alone: its mean and 95th
+    percentile over ``draws`` binomial draws. A measured gap under the 95th percentile is
+    what a fair detector shows one time in twenty or more."""
+    if fpr is None:
+        return None
+    _, codes = np.unique(groups[y == 0], return_inverse=True)
+    n = np.bincount(codes)
+    n = n[n > 0]
+    if n.size < 2:
+        return None
+    rates = np.random.default_rng(seed).binomial(n, fpr, (draws, n.size)) / n
+    gaps = rates.max(1) - rates.min(1)
+    return {"mean": float(gaps.mean()), "p95": float(np.percentile(gaps, 95))}
 
 
 # -- the methods -------------------------------------------------------------------------
@@ -397,6 +431,67 @@ def _threshold_outcome(
     )
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def equal_fpr_thresholds(
+    val_labels: np.ndarray,
+    val_scores: np.ndarray,
+    val_groups: np.ndarray,
+    *,
+    target_fpr: float,
+) -> dict[str, Any]:
+    """Per-group thresholds (on the score, as used: ``score >= threshold[group]``) that give
+    every group the same FPR, ``target_fpr``, on validation under a location-shift model:
+    each group's real scores are centred on the common median (in logit space), and one
+    threshold at the target FPR is placed on the centred scores. Returns the thresholds and
+    each group's shift; a group without real validation items has no threshold."""
+    from deepaudit.detectors.metrics import calibrate_threshold
+
+    ok = ~np.isnan(val_scores)
+    y, z, g = val_labels[ok], _logit(val_scores[ok]), val_groups[ok]
+    real = y == 0
+    if not real.any():
+        raise MitigationError("equal-fpr: the validation split has no real items")
+    centre = float(np.median(z[real]))
+    shift = {
+        str(k): float(np.median(z[real & (g == k)]) - centre) for k in sorted(set(g[real].tolist()))
+    }
+    centred = z - np.asarray([shift.get(str(k), 0.0) for k in g])
+    t = calibrate_threshold(y, centred, target_fpr=target_fpr)
+    thresholds = {k: float(1.0 / (1.0 + np.exp(-(t + d)))) for k, d in shift.items()}
+    return {"thresholds": thresholds, "logit_shift": shift, "centred_threshold_logit": t}
+
+
+def _equal_fpr_outcome(
+    fitted: Mapping[str, Any], scores: np.ndarray, groups: np.ndarray, where: str
+) -> Outcome:
+    shift = fitted["logit_shift"]
+    unseen = sorted(set(groups.tolist()) - set(shift))
+    if unseen:
+        raise MitigationError(
+            f"equal-fpr: group(s) {', '.join(unseen)} of the test split have no real items "
+            "in the validation split, so no threshold was fitted for them"
+        )
+    centred = _logit(np.nan_to_num(scores, nan=0.0)) - np.asarray([shift[str(k)] for k in groups])
+    decisions = (centred >= fitted["centred_threshold_logit"]).astype(np.int64)
+    return Outcome(
+        "equal-fpr",
+        centred,  # the score it decides on: AUC of the group-centred score
+        decisions,
+        uses_group_at_decision=True,
+        notes=(
+            "uses group membership at decision time: each file's group must be known; "
+            "deterministic (no randomisation)",
+            f"per-group thresholds for the same FPR at the target on the {where}: each "
+            "group's real scores centred on the common median (logit), one threshold",
+        ),
+        details={k: v for k, v in fitted.items() if k != "centred_threshold_logit"},
+    )
+
+
 # -- the whole run -----------------------------------------------------------------------
 
 
@@ -412,13 +507,6 @@ class MitigationRun:
     baseline_threshold: float
     outcomes: tuple[Outcome, ...] = ()  # on ``test``, baseline first (for pooling folds)
     groups: np.ndarray | None = None  # each test item's intersectional group
-
-
-def _operating_threshold(det: Any) -> float:
-    """The threshold on the scores ``score_items`` returns (the calibrated one when the
-    detector has a calibration)."""
-    cal = getattr(det, "calibration", None)
-    return float(cal.threshold if cal is not None else det.threshold)
 
 
 def _trained(
@@ -506,7 +594,7 @@ def run_mitigation(
         progress=progress,
         what="baseline",
     )
-    thr = _operating_threshold(base)
+    thr = base.operating_threshold
     s_val, s_test = score_items(base, val), score_items(base, test)
     keep = ~np.isnan(s_test)
     outcomes = [Outcome("baseline", s_test, (s_test >= thr).astype(np.int64))]
@@ -541,6 +629,12 @@ def run_mitigation(
                     ),
                     details={"threshold": t},
                 )
+            )
+            continue
+        if method == "equal-fpr":
+            fitted = equal_fpr_thresholds(y_val, s_val, g_val, target_fpr=target_fpr)
+            outcomes.append(
+                _equal_fpr_outcome(fitted, s_test, g_test, "validation split (baseline scores)")
             )
             continue
         folder = folders[method] = out / method
@@ -580,7 +674,7 @@ def run_mitigation(
             Outcome(
                 method,
                 s,
-                (s >= _operating_threshold(det)).astype(np.int64),
+                (s >= det.operating_threshold).astype(np.int64),
                 notes=(note, f"threshold recalibrated to FPR {target_fpr:g} on val"),
                 details=detail,
             )
@@ -733,13 +827,33 @@ def mitigation_markdown(js: Mapping[str, Any]) -> list[str]:
         f"{' × '.join(js.get('attributes', []))} groups; {js.get('bootstrap')} paired "
         f"bootstrap resamples. Goal: {js.get('goal')}.",
     ]
+    chance = _chance_text(js)
+    if chance:
+        lines.append(chance)
     for row in js.get("rows", []):
         if row.get("uses_group_at_decision"):
+            randomised = any("randomised between" in n for n in row.get("notes") or [])
             lines.append(
                 f"`{row['method']}` uses group membership at decision time: it can only be "
-                "deployed where each file's group is known, and its decisions are randomised."
+                "deployed where each file's group is known"
+                + (", and its decisions are randomised." if randomised else ".")
             )
     return lines
+
+
+def _chance_text(js: Mapping[str, Any]) -> str:
+    """What FPR gap sampling alone gives on these group sizes, per row's FPR."""
+    parts = [
+        f"{r['method']} {_fmt(c['mean'])} (95th percentile {_fmt(c['p95'])})"
+        for r in js.get("rows", [])
+        if (c := r.get("fpr_gap_if_fair"))
+    ]
+    if not parts:
+        return ""
+    return (
+        "FPR gap a detector with the same FPR in every group would show here, from sampling "
+        "alone (at each row's FPR): " + "; ".join(parts) + "."
+    )
 
 
 def mitigation_html(js: Mapping[str, Any]) -> str:
@@ -763,5 +877,6 @@ def mitigation_html(js: Mapping[str, Any]) -> str:
         f"{split.get('intersectional_groups')} intersectional groups. Values with 95% "
         f"intervals from {js.get('bootstrap')} paired bootstrap resamples; FPR gap is over "
         f"the intersectional groups. Goal: {html.escape(str(js.get('goal')))}.</p>"
-        f"<table><tr>{head}</tr>{''.join(body)}</table><ul>{notes}</ul>"
+        f"<table><tr>{head}</tr>{''.join(body)}</table>"
+        f"<p>{html.escape(_chance_text(js))}</p><ul>{notes}</ul>"
     )

@@ -413,7 +413,7 @@ def prepare_scan(
             ld.key: {
                 "path": str(d),
                 **identities[ld.key],
-                "threshold": (ld.det.calibration or ld.det).threshold,
+                "threshold": ld.det.operating_threshold,
             }
             for ld, d in zip(loaded, detectors, strict=True)
         },

@@ -118,8 +118,17 @@ class Detector:
         )
         return np.asarray([s.score for s in scores], dtype=np.float64)
 
+    @property
+    def operating_threshold(self) -> float:
+        """The threshold on the scores this detector returns. With a calibration every score
+        is a calibrated one, so the calibration's threshold; ``threshold`` is on the raw
+        scores, and comparing a calibrated score with it gives an FPR that is neither the one
+        calibrated for nor the detector's own."""
+        cal = self.calibration
+        return float(cal.threshold if cal is not None else self.threshold)
+
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return (self.predict_proba(images) >= self.threshold).astype(np.int64)
+        return (self.predict_proba(images) >= self.operating_threshold).astype(np.int64)
 
     def identity(self) -> dict[str, Any]:
         """Who made this detector and on what: licence, source, paper, training domain, the

@@ -103,16 +103,18 @@ def evaluate_detector(
     scores = scored.scores["main"]
     ok = ~np.isnan(scores)
     y = items.labels
+    # the scores are calibrated when the detector has a calibration: judge them at its threshold
+    thr = det.operating_threshold
     result: dict[str, Any] = {
         "detector": det.name,
-        "threshold": det.threshold,
+        "threshold": thr,
         "items": len(items),
         "unreadable": int((~ok).sum()),
-        "overall": binary_report(
-            y[ok], scores[ok], threshold=det.threshold, bootstrap=bootstrap
-        ).to_json(),
+        "overall": binary_report(y[ok], scores[ok], threshold=thr, bootstrap=bootstrap).to_json(),
         "per_generator": {},
     }
+    if getattr(det, "calibration", None) is not None:
+        result["threshold_raw"] = det.threshold  # on the detector's own scores, for reference
     if one_class:
         result["note"] = one_class
     real = (y == 0) & ok
@@ -120,7 +122,7 @@ def evaluate_detector(
     for g in gens:
         sel = real | (np.array([i.generator == g for i in items]) & ok)
         result["per_generator"][g] = binary_report(
-            y[sel], scores[sel], threshold=det.threshold, bootstrap=bootstrap
+            y[sel], scores[sel], threshold=thr, bootstrap=bootstrap
         ).to_json()
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
         for item, s in zip(items, scores, strict=True):
@@ -143,7 +145,7 @@ def evaluate_detector(
     for p in perturbations:
         s = scored.scores[p.spec]
         m = ~np.isnan(s)
-        rep = binary_report(y[m], s[m], threshold=det.threshold, bootstrap=0).to_json()
+        rep = binary_report(y[m], s[m], threshold=thr, bootstrap=0).to_json()
         rob[p.spec] = {
             k: rep[k]
             for k in ("auc", "ap", "accuracy", "real_accuracy", "synthetic_accuracy", "fpr", "fnr")
@@ -161,7 +163,7 @@ def evaluate_detector(
 
         # a map-making detector: pixel AUC, F1 and IoU where the manifest has masks
         result["localization"] = localization_report(det, items, bootstrap=min(bootstrap, 200))
-    left_out = _plots(out, y[ok], scores[ok], items, scores, gens, rob, det.threshold)
+    left_out = _plots(out, y[ok], scores[ok], items, scores, gens, rob, thr)
     if left_out:
         result["plots_left_out"] = left_out
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_clean) + "\n")

@@ -418,6 +418,9 @@ def train_detector(
             return {}
         metrics: dict[str, Any] = {}
         calib = val if len(val) else train
+        # new weights: a calibration fitted to the old ones no longer holds, and the raw
+        # threshold below must be set on raw scores
+        det.calibration = None
         cal_scores = score_items(det, calib)
         ok = ~np.isnan(cal_scores)
         det.threshold = calibrate_threshold(calib.labels[ok], cal_scores[ok], target_fpr=target_fpr)
@@ -433,11 +436,13 @@ def train_detector(
         det.metrics = metrics
         cal = _calibrate_on(det, calib, cal_scores, target_fpr)
         det.save_pretrained(out)
-        if cal is not None:
-            from deepaudit.detectors.calibration import write_calibration
+        from deepaudit.detectors.calibration import remove_calibration, write_calibration
 
+        if cal is not None:
             write_calibration(out, cal)
             det.calibration = cal
+        else:
+            remove_calibration(out)  # a calibration left from earlier weights would be loaded
         discard_checkpoint(out / "checkpoint")  # only once the folder is written
         if run is not None:
             flat = {

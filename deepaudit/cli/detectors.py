@@ -344,11 +344,26 @@ def detectors_train(
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
     if as_json:
-        print_json({"detector": str(out), "threshold": det.threshold, "metrics": metrics})
+        print_json(
+            {
+                "detector": str(out),
+                "threshold": det.threshold,
+                "operating_threshold": det.operating_threshold,
+                "metrics": metrics,
+            }
+        )
         return
     o = stdout()
+    # the metrics are on the raw scores at the raw threshold; a loaded folder's scores are
+    # calibrated (calibration.json) and judged at the calibrated threshold: same decisions
+    calibrated = (
+        f"; {det.operating_threshold:.4f} on the calibrated scores"
+        if det.calibration is not None
+        else ""
+    )
     o.print(
-        f"detector written to {out} (threshold {det.threshold:.4f} for FPR {target_fpr:g})",
+        f"detector written to {out} (threshold {det.threshold:.4f} for FPR {target_fpr:g}"
+        f"{calibrated})",
         markup=False,
     )
     for split, m in metrics.items():

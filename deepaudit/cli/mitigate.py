@@ -108,8 +108,8 @@ def mitigate(
         list[str] | None,
         typer.Option(
             "--method",
-            help="reweight, synthetic-rebalance or threshold (repeatable or comma-separated; "
-            "default: all three).",
+            help="reweight, synthetic-rebalance, threshold or equal-fpr (repeatable or "
+            "comma-separated; default: all four).",
         ),
     ] = None,
     generator: Annotated[

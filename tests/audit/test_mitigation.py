@@ -11,6 +11,8 @@ from deepaudit.audit.fairness import gap_metrics
 from deepaudit.audit.mitigation import (
     MitigationError,
     Outcome,
+    equal_fpr_thresholds,
+    fpr_gap_if_fair,
     mitigation_markdown,
     mitigation_table,
     outcome_metrics,
@@ -82,6 +84,37 @@ def test_threshold_refuses_a_test_group_it_never_saw():
     to = threshold_optimizer(y[keep], s[keep], g[keep])
     with pytest.raises(MitigationError, match=r"b\|y .*not in the validation split"):
         _threshold_outcome(to, s, g, g[keep], seed=0)
+
+
+def test_equal_fpr_gives_every_group_the_target_fpr_and_keeps_the_operating_point():
+    from deepaudit.audit.mitigation import _equal_fpr_outcome
+    from deepaudit.detectors.metrics import calibrate_threshold
+
+    y, s, g = _biased(4000)
+    val, test = np.arange(y.size) < 2000, np.arange(y.size) >= 2000
+    blind = calibrate_threshold(y[val], s[val], target_fpr=0.05)  # the baseline's threshold
+    fitted = equal_fpr_thresholds(y[val], s[val], g[val], target_fpr=0.05)
+    assert fitted["thresholds"]["a|x"] > fitted["thresholds"]["b|y"]  # a|x's reals score high
+    o = _equal_fpr_outcome(fitted, s[test], g[test], "val")
+    base = Outcome("baseline", s[test], (s[test] >= blind).astype(int))
+    table = mitigation_table(y[test], g[test], [base, o], attributes=["k"], bootstrap=200)
+    row, b = table.row("equal-fpr"), table.row("baseline")
+    assert b["fpr_gap"] > 0.15  # the blind threshold flags a|x's real items far more often
+    assert row["fpr"] == pytest.approx(0.05, abs=0.02)  # the same operating point
+    assert row["fpr_gap"] < 0.06 and row["vs_baseline"]["fpr_gap_ratio_ci95"][1] < 0.5
+    assert row["uses_group_at_decision"] is True
+    with pytest.raises(MitigationError, match=r"c\|z .*no real items in the validation"):
+        _equal_fpr_outcome(fitted, s, np.where(g == "b|y", "c|z", g), "val")
+
+
+def test_fpr_gap_if_fair_is_the_gap_sampling_alone_gives():
+    y = np.zeros(500, int)
+    g = np.repeat([f"g{i}" for i in range(10)], 50)
+    chance = fpr_gap_if_fair(y, g, 0.05)
+    # ten groups of 50 real items at FPR 5%: the max − min of ten Binomial(50, 0.05)/50
+    assert chance["mean"] == pytest.approx(0.092, abs=0.01) and chance["p95"] >= 0.14
+    assert fpr_gap_if_fair(y, g, 0.0)["p95"] == 0.0
+    assert fpr_gap_if_fair(y, g, None) is None
 
 
 def test_rebalance_weights_balance_cells_and_lean_to_errors():
@@ -210,6 +243,7 @@ def test_mitigate_cli_writes_the_table_into_report_and_model_card(faces_like, tm
         "synthetic-rebalance",
         "threshold",
         "global-threshold (control)",
+        "equal-fpr",
     ]
     for row in table["rows"]:
         for k in ("auc", "fpr", "fnr", "fpr_gap", "F_FPR", "F_EO", "F_OAE"):

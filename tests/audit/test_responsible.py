@@ -44,7 +44,7 @@ def test_model_card_from_a_training_run(trained, detector_data):
     root, dets = trained
     data = load_predictions(root / "eval-spectral" / "predictions.jsonl", detector_data)
     rep = fairness_audit(
-        data, ["group"], threshold=dets["spectral"].threshold, min_n=5, bootstrap=50
+        data, ["group"], threshold=dets["spectral"].operating_threshold, min_n=5, bootstrap=50
     )
     (root / "fair.json").write_text(json.dumps(rep.to_json()))
     paths = write_model_card(
@@ -158,7 +158,9 @@ def _browser() -> str | None:
 def test_fairness_report_in_a_headless_browser(trained, detector_data, tmp_path):
     root, dets = trained
     data = load_predictions(root / "eval-timm" / "predictions.jsonl", detector_data)
-    rep = fairness_audit(data, ["group"], threshold=dets["timm"].threshold, min_n=5, bootstrap=50)
+    rep = fairness_audit(
+        data, ["group"], threshold=dets["timm"].operating_threshold, min_n=5, bootstrap=50
+    )
     paths = write_fairness_report(rep, tmp_path / "fair", data=data)
     js = json.loads(paths["json"].read_text())
     assert sum(g["n"] for g in js["groups"]["group"]) == len(data.labels) > 0
