@@ -40,6 +40,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from deepaudit.audit.gpu_decode import GpuDecode
 from deepaudit.audit.results import ScanSummary
 from deepaudit.audit.scan import (
     OUTPUT_NAMES,
@@ -186,6 +187,8 @@ def run_scan_ray(
         legacy_anchors=legacy_anchors,
     )
     summary = plan.summary
+    # each actor decodes on its own node, in the CPU stage: the batched decode is local-only
+    summary.gpu_decode = GpuDecode("off", False, device, "not with --ray: nodes decode").to_json()
     # a CPU actor holds a core where the cluster has one to spare; on a smaller one it shares
     # the cores with the CPU tasks, as the local scan's inference shares them with its workers
     actor_cpus = 0 if gpu_actors or cpus < n_actors + 1 else 1

@@ -45,7 +45,11 @@ def test_ray_scan_gives_the_local_scans_rows(inbox, spectral, creds, tmp_path, r
     for path, row in local.items():
         assert ray[path] == row, path  # verdicts, scores, reasons, provenance, errors alike
     assert {r["verdict"] for r in ray.values()} >= {"synthetic", "needs-review", "error"}
-    assert _summary(tmp_path / "ray") == _summary(tmp_path / "local")
+    summary_ray, summary_local = _summary(tmp_path / "ray"), _summary(tmp_path / "local")
+    # where JPEGs were decoded for the detectors: the batched decode is the local scan's alone
+    assert summary_ray.pop("gpu_decode")["on"] is False
+    assert summary_local.pop("gpu_decode")["on"] is False  # auto on a CPU device
+    assert summary_ray == summary_local
     assert (tmp_path / "ray" / "report.html").is_file()
     again = run_scan_ray([inbox["box"]], tmp_path / "ray", address=ray_cluster, **kw)
     assert again.scanned == 0 and again.skipped_unchanged == 13
