@@ -80,7 +80,7 @@ def run(*, quick: bool = False) -> dict:
         ctx = make_context(ca)
         mimes = {".png": "image/png", ".jpg": "image/jpeg", ".mp4": "video/mp4"}
 
-        def bare(f: Path) -> None:
+        def bare_read(f: Path, render: str) -> None:
             with f.open("rb") as fh:
                 try:
                     r = c2pa.Reader.try_create(mimes[f.suffix], fh, None, context=ctx)
@@ -88,17 +88,13 @@ def run(*, quick: bool = False) -> dict:
                     return
                 if r is not None:
                     with r:
-                        r.json()
+                        getattr(r, render)()
+
+        def bare(f: Path) -> None:
+            bare_read(f, "json")
 
         def bare_crjson(f: Path) -> None:  # the store in the form the rubrics read
-            with f.open("rb") as fh:
-                try:
-                    r = c2pa.Reader.try_create(mimes[f.suffix], fh, None, context=ctx)
-                except c2pa.C2paError:
-                    return
-                if r is not None:
-                    with r:
-                        r.crjson()
+            bare_read(f, "crjson")
 
         def ours(f: Path) -> None:
             inspect_provenance(f, context=ctx)
