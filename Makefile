@@ -22,12 +22,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/deepaudit demo --out $(DEMO_OUT)
 
+# Two or more pytest-xdist workers (one per core, at most 4); the tests of one module, or of one
+# server fixture (Ray cluster, PostgreSQL), share a worker (tests/conftest.py).
+XDIST := -n logical --maxprocesses 4 --dist loadgroup
+
 test: $(STAMP) lint
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest $(XDIST) --durations=25
 
 # The tests not marked slow (under a minute on 2 cores): for the edit-test loop; CI runs `test`.
 test-fast: $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/python tools/check_layers.py

@@ -422,7 +422,7 @@ def _grad_cam(det: Any, c: np.ndarray) -> Explanation:
             spatial[-1] if spatial else max(acts, key=lambda i: acts[i].shape[2] * acts[i].shape[3])
         )
         a = acts[layer]
-        weighted = (a.grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True)
+        weighted = (a.grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True).detach()
         evidence = "synthetic"
         cam = torch.relu(weighted)
         if float(cam.max()) <= 0:  # nothing pushes towards "synthetic": show what pushes away

@@ -384,9 +384,14 @@ def run_suite(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    report = GenerateReport(out)
+    if suite_finished(spec, out):  # a rerun of a finished suite: no model to load
+        report.skipped = spec.total
+        if progress:
+            progress(spec.total, spec.total)
+        return report
     creds = signing_credentials(spec)
     gens = build_generators(spec, device)
-    report = GenerateReport(out)
     started = time.perf_counter()
     batches_done = 0
     sources: dict[str, tuple[list[SourceFile], list[Any]]] = {}
@@ -415,6 +420,17 @@ def run_suite(
     report.seconds = time.perf_counter() - started
     write_suite_info(spec, gens, out)
     return report
+
+
+def suite_finished(spec: SuiteSpec, out: Path) -> bool:
+    """Whether ``out`` holds a finished run of ``spec``: suite.json (a run's last write) and
+    every item of the spec in the manifest."""
+    from deepaudit.manifest import ManifestWriter
+
+    if not (out / "suite.json").is_file():
+        return False
+    with ManifestWriter(out) as writer:
+        return all(item_id(e, i) in writer for e in spec.entries for i in range(e.count))
 
 
 def signing_credentials(spec: SuiteSpec) -> Any:

@@ -10,6 +10,12 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Under pytest-xdist each worker takes its share of the cores for torch's threads (set before
+# torch is imported; subprocesses inherit it): two workers of two threads on two cores would
+# spend their time waiting for each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 
 import numpy as np
 import pytest
@@ -23,10 +29,21 @@ TRAINED_FIXTURES = frozenset(
 )
 
 
+# Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`) a module's tests go to
+# one worker, so its module fixtures are made once; the tests that share a server or cluster
+# fixture go to one worker whatever their module, so it starts once.
+SERVER_FIXTURES = {"ray_cluster": "ray", "postgres_uri": "postgres"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if TRAINED_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+        group = next(
+            (g for name, g in SERVER_FIXTURES.items() if name in item.fixturenames),
+            item.nodeid.split("::")[0],
+        )
+        item.add_marker(pytest.mark.xdist_group(group))
     try:
         import torch
 

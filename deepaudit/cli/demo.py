@@ -243,9 +243,11 @@ def run_demo(
     items = load_items(data)
     dets = root / "detectors"
     trained: dict[str, Any] = {}
+    reused: set[str] = set()  # detectors an earlier run trained: their evaluation stands too
     for name, opts in (("spectral", {}), ("timm", {"epochs": cfg["epochs"], "device": device})):
         folder = dets / name
         if (folder / "config.json").is_file():
+            reused.add(name)
             from deepaudit.detectors import load_detector
 
             det = load_detector(folder)
@@ -274,13 +276,17 @@ def run_demo(
     evals: dict[str, Any] = {}
     cross: dict[str, Any] = {"train_on_rows_test_on_columns": None}
     for name, t in trained.items() if evaluate else ():
-        ev = evaluate_detector(
-            t["detector"],
-            items.split("test"),
-            root / "evaluation" / name,
-            bootstrap=200 if quick else 1000,
-            tracker=tracker,
-        )
+        done = root / "evaluation" / name / "metrics.json"
+        if name in reused and done.is_file():  # resumed: evaluated by the earlier run
+            ev = json.loads(done.read_text())
+        else:
+            ev = evaluate_detector(
+                t["detector"],
+                items.split("test"),
+                root / "evaluation" / name,
+                bootstrap=200 if quick else 1000,
+                tracker=tracker,
+            )
         evals[name] = {
             "auc": ev["overall"]["auc"],
             "per_generator_auc": {g: m["auc"] for g, m in ev["per_generator"].items()},
@@ -288,7 +294,11 @@ def run_demo(
             "format_shortcut": ev.get("format_shortcut"),
         }
     if evaluate:
-        cross = cross_generator("spectral", {}, items, root / "evaluation" / "cross")
+        done = root / "evaluation" / "cross" / "cross_generator.json"
+        if "spectral" in reused and done.is_file():
+            cross = json.loads(done.read_text())
+        else:
+            cross = cross_generator("spectral", {}, items, root / "evaluation" / "cross")
         lap("evaluate", t0)
         say(
             f"evaluation: spectral AUC after JPEG q75 {evals['spectral']['jpeg75_auc']}; "

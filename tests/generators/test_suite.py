@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -63,6 +64,24 @@ def test_interrupted_suite_resumes_to_identical_bytes(tmp_path, pixel_model):
     assert rest.skipped == 4 and rest.generated == 4
     again = run_suite(spec, tmp_path / "resumed", device="cpu")
     assert again.generated == 0 and again.skipped == 8
+    # a finished suite's rerun loads no model (a resumed pipeline passes it in seconds) ...
+    from deepaudit.generators import suite as suite_mod
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a finished suite built its generators again")
+
+    real_build, suite_mod.build_generators = suite_mod.build_generators, no_build
+    try:
+        assert run_suite(spec, tmp_path / "resumed", device="cpu").skipped == 8
+        # ... while one item missing from the manifest makes it a normal run again
+        less = tmp_path / "less"
+        shutil.copytree(tmp_path / "resumed", less)
+        lines = (less / "manifest.jsonl").read_text().splitlines(keepends=True)
+        (less / "manifest.jsonl").write_text("".join(lines[:-1]))
+        with pytest.raises(AssertionError, match="built its generators"):
+            run_suite(spec, less, device="cpu")
+    finally:
+        suite_mod.build_generators = real_build
     a = {i.id: i.sha256 for i in read_manifest(tmp_path / "straight").items}
     b = {i.id: i.sha256 for i in read_manifest(tmp_path / "resumed").items}
     assert a == b and len(b) == 8
