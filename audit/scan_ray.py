@@ -75,12 +75,18 @@ logger = logging.getLogger(__name__)
 
 # bytes of memory a detector actor reserves (Ray's scheduling resource)
 ACTOR_MEMORY = 1024 * 1024 * 1024
+# A CPU detector actor keeps a core of its own only where the cluster has this many per actor:
+# per file the CPU stages (read, hash, C2PA, metadata, decode) cost ~4x a small detector's
+# CPU inference (benchmarks/scale.py), so on 2 cores a core kept for the actor sat idle most
+# of the time while the CPU tasks had one core (steady Ray/local 0.77; sharing both: see
+# docs/scale.md)
+ACTOR_CORE_SHARE = 4
 # Files per block. The driver's streaming executor spends ~10-20 ms of its CPU on every
 # block through the stages (docs/scale.md), so a block must hold enough files to make that
 # small against their work; and each CPU task wants a few blocks, so the stages overlap and
 # the last block's wait is short. Hence BLOCKS_PER_TASK blocks per CPU task over the files
 # the driver counts first (at most COUNT_CAP), between MIN and MAX_ROWS_PER_BLOCK.
-MIN_ROWS_PER_BLOCK = 8
+MIN_ROWS_PER_BLOCK = 32
 MAX_ROWS_PER_BLOCK = 1024
 BLOCKS_PER_TASK = 4
 COUNT_CAP = 65536
@@ -189,9 +195,10 @@ def run_scan_ray(
     summary = plan.summary
     # each actor decodes on its own node, in the CPU stage: the batched decode is local-only
     summary.gpu_decode = GpuDecode("off", False, device, "not with --ray: nodes decode").to_json()
-    # a CPU actor holds a core where the cluster has one to spare; on a smaller one it shares
-    # the cores with the CPU tasks, as the local scan's inference shares them with its workers
-    actor_cpus = 0 if gpu_actors or cpus < n_actors + 1 else 1
+    # a CPU actor holds a core where the cluster has ACTOR_CORE_SHARE cores per actor; on a
+    # smaller one it shares the cores with the CPU tasks, as the local scan's inference shares
+    # them with its workers
+    actor_cpus = 0 if gpu_actors or cpus < ACTOR_CORE_SHARE * n_actors else 1
     n_tasks = workers or max(1, int(cpus) - (n_actors * actor_cpus if detectors else 0))
     # a first count, capped, sizes the blocks; the walk itself streams on the cluster
     listed = walk_files(paths, exclude=[plan.out], skip_names=OUTPUT_NAMES)

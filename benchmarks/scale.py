@@ -5,15 +5,18 @@ bench`` runs the quick form). Files: photos of real size (the built-in photos re
 512² with ``--quick``, 1024² without, JPEG and PNG) and a few MP4 clips, so per-file work
 weighs as in an inbox; one timm detector (weights untouched).
 
-- ``local_files_per_s``: ``run_scan`` (worker processes, default workers) over the files;
+- ``local_files_per_s``: ``run_scan`` (worker processes, default workers) over the job:
+  the photos and the clips;
 - ``ray_files_per_s``: ``run_scan_ray`` on a private Ray instance with as many CPUs as the
   machine, warm (its worker processes started and imports done by a first run, as on a
-  long-lived cluster; each run still starts its detector actor) and
+  long-lived cluster; each run still starts its detector actor, a new process) and
   ``ray_cold_files_per_s`` (the first run, with Ray's worker start);
-- ``*_steady_files_per_s``: the rate beyond the first 8 files (a run over 8 files
-  subtracted: no detector loading, actor or process start), what a long scan sees;
-- ``overhead_ratio`` (whole runs, warm) and ``overhead_ratio_steady``: Ray ÷ local (goal
-  ≥ 0.8);
+- ``overhead_ratio`` (Ray ÷ local, whole runs over the job; goal ≥ 0.8) and
+  ``overhead_ratio_large`` (the same over a job with four times the photos);
+- ``*_steady_files_per_s``, ``overhead_ratio_steady`` and ``fixed_start_s``: from the two
+  sizes, the per-file rate between them (what a long scan sees) and the fixed start each
+  run pays (detector loading, process and actor start); ``files_for_ratio_0.8``: the job
+  size from which a whole Ray run reaches 0.8 of the local scan's rate by that model;
 - ``scaling_by_ray_cpus``: files/s, whole and steady, as the Ray instance's CPUs (so its
   CPU tasks) grow from 1 to the cores, with the files per block the scan chose;
 - ``load_average_1m`` before and after: other jobs on the machine skew every figure;
@@ -42,6 +45,8 @@ import numpy as np
 
 # resnet50 crops/s on one H200 at bf16, measured 2026-11-28 (docs/scan.md)
 H200_RESNET50_PER_S = 3900.0
+# the larger run: this many times the job's photos (steady rate and fixed start from the two)
+LARGE = 4
 NODE_CORES = 16
 
 
@@ -206,12 +211,28 @@ def _best(fn, k: int = 2) -> tuple[float, float]:
     return min((_timed(fn) for _ in range(k)), key=lambda t: t[0])
 
 
-def _marginal(n_small: int, small: tuple[float, float], n: int, full: tuple[float, float]):
-    """Files/s and driver CPU ms per file beyond the first ``n_small`` files: the rate of a
-    long scan, without the fixed start-up (detector loading, process and actor start)."""
-    dt = full[0] - small[0]
-    rate = (n - n_small) / dt if dt > 0 else None
-    return rate, 1000 * (full[1] - small[1]) / (n - n_small)
+def _two_sizes(n_small: int, small: float, n_big: int, big: float) -> dict:
+    """From whole runs over ``n_small`` and ``n_big`` files: the per-file rate between them
+    (what a long scan sees) and the fixed start it implies (seconds at zero files)."""
+    dt = big - small
+    rate = (n_big - n_small) / dt if dt > 0 else None
+    return {"steady_files_per_s": rate, "fixed_s": small - n_small / rate if rate else None}
+
+
+def _files_for(ratio: float, local: dict, ray: dict) -> int | None:
+    """Files from which a whole Ray run reaches ``ratio`` of the local scan's rate, by the
+    two-size model of each (None where its steady rate never gets there)."""
+    try:
+        fl, sl = local["fixed_s"], local["steady_files_per_s"]
+        fr, sr = ray["fixed_s"], ray["steady_files_per_s"]
+        # (fl + n/sl) / (fr + n/sr) >= ratio  <=>  n (1/sl - ratio/sr) >= ratio fr - fl
+        gain = 1 / sl - ratio / sr
+        need = ratio * fr - fl
+    except (TypeError, ZeroDivisionError):
+        return None
+    if need <= 0:
+        return 0
+    return int(need / gain) + 1 if gain > 0 else None
 
 
 def _make_photos(root: Path, n: int, side: int, clips: int) -> list[Path]:
@@ -256,7 +277,10 @@ def run(*, quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "data"
-        files = _make_photos(data, n, side, clips)
+        # the job of the ratio (n photos and the clips) and one four times its size
+        (*photos,) = _make_photos(data, LARGE * n, side, 0)
+        movies = _make_photos(root / "clips", 0, side, clips)
+        job, large = [*photos[:n], *movies], [*photos, *movies]
         det_dir = root / "det"
         create_detector("timm", model=model, input_size=size, device="cpu").save_pretrained(det_dir)
         kw = {
@@ -267,43 +291,45 @@ def run(*, quick: bool = False) -> dict:
             "restart": True,
         }
 
-        few = files[:8]
-        small = _best(lambda: run_scan(few, root / "local-few", **kw))
-        full = _best(lambda: run_scan([data], root / "local", **kw))
-        local_fps = len(files) / full[0]
-        local_rate, _ = _marginal(len(few), small, len(files), full)
+        local_job = _best(lambda: run_scan(job, root / "local", **kw))
+        local_large = _best(lambda: run_scan(large, root / "local", **kw))
+        local = _two_sizes(len(job), local_job[0], len(large), local_large[0])
 
         scaling = {}
-        cold = warm = rate = driver_ms = None
+        cold = ray_job = ray_large = None
+        ray_model: dict = {}
         driver: dict[str, float] = {}
         used: list[RayScanStats] = []
         for cpus in range(1, cores + 1):
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
             try:
                 # the first run on a fresh instance pays Ray's worker start: cold, once
-                first = _timed(lambda: run_scan_ray([data], root / "ray", address="local", **kw))
-                if cpus == cores:
-                    cold = len(files) / first[0]
+                first = _timed(lambda: run_scan_ray(job, root / "ray", address="local", **kw))
                 k = 2 if cpus == cores else 1
-                small = _best(lambda: run_scan_ray(few, root / "ray-few", address="local", **kw), k)
                 used.clear()
-                full = _best(
-                    lambda: run_scan_ray([data], root / "ray", address="local", stats=used, **kw),
-                    k,
+                ray_job = _best(
+                    lambda: run_scan_ray(job, root / "ray", address="local", stats=used, **kw), k
+                )
+                ray_large = _best(
+                    lambda: run_scan_ray(large, root / "ray", address="local", **kw), k
                 )
                 if cpus == cores:
+                    cold = len(job) / first[0]
                     driver = _driver_ms(used[0].rows_per_block)
             finally:
                 ray.shutdown()
-            rate, driver_ms = _marginal(len(few), small, len(files), full)
-            warm = len(files) / full[0]
+            ray_model = _two_sizes(len(job), ray_job[0], len(large), ray_large[0])
             scaling[str(cpus)] = {
-                "files_per_s": round(warm, 2),
-                "steady_files_per_s": _r(rate),
+                "files_per_s": round(len(job) / ray_job[0], 2),
+                f"files_per_s_{len(large)}_files": round(len(large) / ray_large[0], 2),
+                "steady_files_per_s": _r(ray_model["steady_files_per_s"]),
                 "rows_per_block": used[0].rows_per_block,
             }
-        stages = _stages(files, det_dir)
+        driver_ms = 1000 * (ray_large[1] - ray_job[1]) / (len(large) - len(job))
+        stages = _stages(job, det_dir)
         lines = _driver_lines_per_s()
+    local_fps, ray_fps = len(job) / local_job[0], len(job) / ray_job[0]
+    steady_l, steady_r = local["steady_files_per_s"], ray_model["steady_files_per_s"]
     return {
         "cpu_flags": cpu_flags(),
         "cores": cores,
@@ -311,17 +337,21 @@ def run(*, quick: bool = False) -> dict:
             "before": round(load_before[0], 2),
             "after": round(os.getloadavg()[0], 2),
         },
-        "files": len(files),
+        "files": len(job),
+        "files_large": len(large),
         "photo_side": side,
         "detector": f"timm {model} at {size}², CPU",
         "local_files_per_s": round(local_fps, 2),
-        "local_steady_files_per_s": _r(local_rate),
-        "ray_files_per_s": round(warm, 2),
-        "ray_steady_files_per_s": _r(rate),
+        "ray_files_per_s": round(ray_fps, 2),
         "ray_cold_files_per_s": round(cold, 2),
-        "overhead_ratio": round(warm / local_fps, 3),
-        "overhead_ratio_steady": _r(rate / local_rate if rate and local_rate else None),
+        "overhead_ratio": round(ray_fps / local_fps, 3),
+        "overhead_ratio_large": round(local_large[0] / ray_large[0], 3),
         "overhead_goal": 0.8,
+        "local_steady_files_per_s": _r(steady_l),
+        "ray_steady_files_per_s": _r(steady_r),
+        "overhead_ratio_steady": _r(steady_r / steady_l if steady_r and steady_l else None),
+        "fixed_start_s": {"local": _r(local["fixed_s"]), "ray": _r(ray_model["fixed_s"])},
+        "files_for_ratio_0.8": _files_for(0.8, local, ray_model),
         "scaling_by_ray_cpus": scaling,
         "stages_ms_per_file": stages,
         "driver_cpu_ms_per_file_in_scan": round(driver_ms, 3),

@@ -81,7 +81,9 @@ def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     box = tmp_path / "many"
     (box / "b").mkdir(parents=True)
     m = read_manifest(detector_data)
-    for i, item in enumerate(m.items[:40]):
+    # 120 files: several blocks of Ray's smallest (MIN_ROWS_PER_BLOCK), so both kills land
+    # between blocks
+    for i, item in enumerate(m.items[:120]):
         folder = box / "b" if i % 2 else box
         (folder / f"{i:03d}.png").write_bytes((detector_data / item.path).read_bytes())
     os.link(box / "000.png", box / "b" / "zz.png")  # a second route: still one file, one row
@@ -98,7 +100,7 @@ def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     proc.send_signal(signal.SIGKILL)  # kill -9 of the driver: no handler, no cleanup
     proc.wait()
     partial = results.read_text().count("\n")
-    assert 3 <= partial < 40
+    assert 3 <= partial < 120
     with results.open("a") as fh:
         fh.write('{"path": "torn')  # a half-written last line
     # the rerun loses its detector actor (kill -9, as the kernel's OOM killer does) once it
@@ -119,7 +121,7 @@ def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     assert rerun.returncode == 0, stderr[-1500:]
     assert killed, "the actor was not seen"
     summary = json.loads(stdout)
-    assert summary["skipped_unchanged"] == partial and summary["scanned_now"] == 40 - partial
+    assert summary["skipped_unchanged"] == partial and summary["scanned_now"] == 120 - partial
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len({r["path"] for r in rows}) == len(rows) == 40
+    assert len({r["path"] for r in rows}) == len(rows) == 120
     assert not [r["path"] for r in rows if "error" in r]  # the actor's block was scored again
