@@ -498,10 +498,12 @@ def read_file(
     c2pa = _c2pa()
     p = Path(path)
     ctx = context if context is not None else make_context(trust_anchors)
-    from deepaudit.media import sniff_format
+    from deepaudit.media import load_file
 
     try:
-        guess = source.guess if source is not None else sniff_format(p)
+        if source is None:  # read once: the sniff and c2pa's stream share the bytes
+            source = load_file(p)
+        guess = source.guess
     except OSError as exc:
         return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {exc}")
     except DeepauditError as exc:  # not media at all: nothing C2PA could be attached to
@@ -519,7 +521,7 @@ def read_file(
         except OSError as exc:
             return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
     try:
-        with source.stream() if source is not None else p.open("rb") as fh:
+        with source.stream() as fh:
             # c2pa pulls bytes through a Python callback in small reads: hand it memory
             # when the file is small enough (half the time per file for photos).
             if isinstance(fh, io.BytesIO):
@@ -553,6 +555,8 @@ def read_file(
         return C2paRead(str(p), "error", error=f"{kind}: {message}")
     except OSError as exc:
         return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    except DeepauditError as exc:  # a large file that went away before c2pa's stream opened
+        return C2paRead(str(p), "unreadable", error=getattr(exc, "reason", str(exc)))
     except ValueError as exc:
         return C2paRead(str(p), "error", error=f"{type(exc).__name__}: {_one_line(exc)}")
     return C2paRead(
