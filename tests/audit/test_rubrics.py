@@ -93,6 +93,97 @@ def test_shipped_rubrics_match_their_checksums_and_carry_versions():
         "2026-08-06",
     )
     assert len(sig.statements) == 14 and len(integ.statements) == 6
+    # the caches hold for the shipped rubrics only (see rubrics.signal_input)
+    assert sig.sha256 == rubrics.SIGNALS_SHA256 and integ.sha256 == rubrics.INTEGRITY_SHA256
+
+
+@pytest.fixture(autouse=True)
+def _signal_input_reads_what_the_rubric_reads(monkeypatch):
+    """In every test here, each node the signals rubric evaluates gets the same traits from
+    its whole manifest as from the small input the cache keys on."""
+    from deepaudit.audit import rubrics
+
+    real = rubrics.signal_input
+    checked: list[int] = []
+
+    def checking(data):
+        small = real(data)
+        if small is not None:
+            rubric = load_rubric("signals")
+            assert rubrics._node_traits(rubric, data, 0) == rubrics._node_traits(rubric, small, 0)
+            checked.append(1)
+        return small
+
+    real_integrity = rubrics.integrity_input
+
+    def checking_integrity(results):
+        small = real_integrity(results)
+        if small is not None:
+            rubric = load_rubric("integrity")
+            whole = rubrics._integrity_checks(rubric, results)
+            assert rubrics._integrity_checks(rubric, small) == whole
+        return small
+
+    monkeypatch.setattr(rubrics, "signal_input", checking)
+    monkeypatch.setattr(rubrics, "integrity_input", checking_integrity)
+    # no trait or check from an earlier test's cache
+    monkeypatch.setattr(rubrics, "_TRAITS", {})
+    monkeypatch.setattr(rubrics, "_CHECKS", {})
+    yield
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {},
+        {"assertions": {}},
+        {"assertions": {"c2pa.actions.v2": {"actions": []}}},
+        {"assertions": {"c2pa.actions.v2": {"allActionsIncluded": False, "actions": []}}},
+        {"assertions": {"c2pa.actions.v2": {"allActionsIncluded": True}}},
+        {
+            "assertions": {
+                "c2pa.actions.v2": {
+                    "allActionsIncluded": True,
+                    "actions": [
+                        {"action": "c2pa.opened", "digitalSourceType": IPTC + "digitalCapture"},
+                        {
+                            "action": "c2pa.edited",
+                            "digitalSourceType": IPTC + "trainedAlgorithmicMedia",
+                        },
+                        {"action": "com.example.filter", "when": "2026-01-01"},
+                        {"action": "c2pa.unknown"},
+                        {"action": "c2pa.resized", "parameters": {"x": 1}},
+                        {"digitalSourceType": IPTC + "screenCapture"},
+                    ],
+                }
+            },
+            "claim.v2": {
+                "gathered_assertions": [
+                    {"url": "self#jumbf=c2pa.assertions/c2pa.actions.v2", "hash": "x"}
+                ]
+            },
+        },
+        {"assertions": {"c2pa.ingredient.v3": {"relationship": "parentOf"}}},
+        {"assertions": {"c2pa.ingredient.v3": {"activeManifest": None}}},
+        {"assertions": {"c2pa.ingredient.v3": {"activeManifest": {"url": "u", "hash": "h"}}}},
+        {"claim.v2": {}},
+        {"claim.v2": {"gathered_assertions": [{"hash": "no url"}]}},
+        {"assertions": {"c2pa.actions.v2": {"actions": "not a list"}}},
+        {"assertions": ["not", "a", "mapping"]},
+    ],
+)
+def test_signal_input_gives_the_traits_of_the_whole_node(node):
+    from deepaudit.audit import rubrics
+
+    rubric = load_rubric("signals")
+    whole = rubrics._node_traits(rubric, node, 0)
+    small = rubrics.signal_input(node)  # the checking wrapper of the fixture, then compare
+    if small is not None:
+        assert rubrics._node_traits(rubric, small, 0) == whole
+    # through signal_graph, cached or not, a node's traits are the whole node's
+    cr = {"manifests": [{"label": "urn:c2pa:x", **node}]}
+    for _ in range(2):  # the second time from the cache
+        assert tuple(rubrics.signal_graph(cr, rubric)[0].traits) == whole
 
 
 def test_integrity_rubric_on_validation_results():
@@ -111,6 +202,11 @@ def test_integrity_rubric_on_validation_results():
     missing = {c.trait: c for c in integrity_checks(None)}
     assert missing["validation:valid_data_present"].passed is False
     assert missing["validation:valid_success"].matches == ("MISSING_VALIDATION_RESULTS",)
+    # odd shapes: the second call of each comes from the cache, both as the whole input gives
+    # (the fixture compares each small input with the whole)
+    for results in ({}, {"failure": [{"explanation": "no code"}]}, {"informational": []}):
+        assert integrity_checks(results) == integrity_checks(results)
+    assert {c.trait: c.passed for c in integrity_checks({})}["validation:valid_success"] is False
 
 
 # --------------------------------------------------------------------------- signed files
