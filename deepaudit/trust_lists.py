@@ -79,8 +79,19 @@ def user_trust_dir() -> Path:
 
 def trust_dir() -> tuple[Path, Literal["shipped", "user", "env"]]:
     """The folder whose lists are in force: ``$DEEPAUDIT_TRUST_DIR``, else an installed
-    update, else the snapshot shipped with the package."""
-    env = os.environ.get("DEEPAUDIT_TRUST_DIR")
+    update, else the snapshot shipped with the package.
+
+    Decided once per process and environment (a scan asks for every trusted file): an update
+    installed by :func:`install_trust_lists` in this process takes effect at once, one
+    installed by another process from this process's next start."""
+    env = os.environ
+    return _trust_dir(env.get("DEEPAUDIT_TRUST_DIR"), env.get("XDG_DATA_HOME"), env.get("HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _trust_dir(
+    env: str | None, xdg: str | None, home: str | None
+) -> tuple[Path, Literal["shipped", "user", "env"]]:
     if env:
         return Path(env), "env"
     user = user_trust_dir()
@@ -167,6 +178,7 @@ def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:
         tmp = dest / f".{f.name}.part"
         shutil.copyfile(f, tmp)
         os.replace(tmp, dest / f.name)
+    _trust_dir.cache_clear()  # in force from now on in this process too
     return load_trust_lists(dest)
 
 
