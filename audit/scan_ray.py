@@ -28,11 +28,13 @@ a linked file) is dropped by the driver, which keeps only such files' inode numb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import pickle
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -236,7 +238,7 @@ def run_scan_ray(
     seen_routes: set[str] = set()
     replaced = False
     tally = _Tally()
-    with plan.results.open("a", encoding="utf-8") as fh:
+    with plan.results.open("a", encoding="utf-8") as fh, _quiet_ray_data():
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             cols = batch.to_pydict()
             for path, note, route, line, eng, heat in zip(
@@ -346,7 +348,7 @@ def _pipeline(
     block_rows: int,
 ):
     import ray.data
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+    from ray.data import TaskPoolStrategy
 
     # paths stay as the user gave them (rows match the local scan's): tasks work from the
     # driver's folder, which a real cluster mounts at the same place on every node
@@ -371,6 +373,37 @@ def _pipeline(
         num_cpus=0,
     )
     ds = ds.repartition(target_num_rows_per_block=block_rows)
+    with _quiet_ray_data():
+        return _examine_and_score(
+            ds, plan, scorer, prev_refs, here, n_tasks, n_actors, gpu_actors, actor_cpus
+        )
+
+
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Two Ray Data warnings that would reach every ``scan --ray`` user and ask nothing of
+    them: Ray 2.60 deprecates ``ray_remote_args`` but names no parameter for the task
+    retries the scan needs (``max_retries``, ``max_task_retries``), and a small job (one
+    folder, one block) leaves CPU tasks idle by nature."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks for")
+        yield
+
+
+def _examine_and_score(
+    ds: Any,
+    plan: ScanPlan,
+    scorer: _Scorer,
+    prev_refs: list[Any],
+    here: dict[str, str],
+    n_tasks: int,
+    n_actors: int,
+    gpu_actors: bool,
+    actor_cpus: int,
+) -> Any:
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
     ds = ds.map_batches(
         _examine_batch,
         fn_kwargs={"opts": plan.opts, "prev": prev_refs, **here},
