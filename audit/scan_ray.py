@@ -165,12 +165,15 @@ def run_scan_ray(
     engine: str = "auto",
     legacy_anchors: str | os.PathLike[str] | None = None,
     stats: list[RayScanStats] | None = None,
+    keep_actors: float = 0.0,
 ) -> ScanSummary:
     """:func:`deepaudit.audit.scan.run_scan` on Ray (see the module docstring).
 
     ``workers``: CPU tasks at a time (default: the cluster's CPUs less the actors');
     ``actors``: detector actors (default: one per GPU, or one CPU actor); ``batch_size``:
-    files per forward pass. ``stats``, when given, receives where the scan ran."""
+    files per forward pass. ``stats``, when given, receives where the scan ran.
+    ``keep_actors``: minutes the detector actors stay loaded after the job, for the next scan
+    with the same detectors (:mod:`deepaudit.audit.ray_kept`); 0: they end with the job."""
     import ray
 
     connect_ray(address, num_cpus=workers)
@@ -233,6 +236,7 @@ def run_scan_ray(
         gpu_actors=gpu_actors,
         actor_cpus=actor_cpus,
         block_rows=block_rows,
+        keep_actors=keep_actors,
     )
     walk_errors: list[str] = []
     seen_routes: set[str] = set()
@@ -346,6 +350,7 @@ def _pipeline(
     gpu_actors: bool,
     actor_cpus: int,
     block_rows: int,
+    keep_actors: float = 0.0,
 ):
     import ray.data
     from ray.data import TaskPoolStrategy
@@ -375,7 +380,16 @@ def _pipeline(
     ds = ds.repartition(target_num_rows_per_block=block_rows)
     with _quiet_ray_data():
         return _examine_and_score(
-            ds, plan, scorer, prev_refs, here, n_tasks, n_actors, gpu_actors, actor_cpus
+            ds,
+            plan,
+            scorer,
+            prev_refs,
+            here,
+            n_tasks,
+            n_actors,
+            gpu_actors,
+            actor_cpus,
+            keep_actors,
         )
 
 
@@ -401,6 +415,7 @@ def _examine_and_score(
     n_actors: int,
     gpu_actors: bool,
     actor_cpus: int,
+    keep_actors: float = 0.0,
 ) -> Any:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
@@ -416,6 +431,32 @@ def _examine_and_score(
     if not scorer.detectors:
         return ds.map_batches(
             scorer, batch_format="pyarrow", batch_size=None, num_cpus=1, max_retries=1
+        )
+    if keep_actors > 0:  # named actors that outlive the job; light tasks hand them blocks
+        from deepaudit.audit.ray_kept import kept_actor_names, score_with_kept, start_kept
+
+        setup = (scorer.detectors, scorer.device, scorer.precision, scorer.engine)
+        names = kept_actor_names(*setup, scorer.threads, n_actors)
+        start_kept(
+            names,
+            scorer.detectors,
+            device=scorer.device,
+            precision=scorer.precision,
+            engine=scorer.engine,
+            threads=scorer.threads,
+            minutes=keep_actors,
+            num_gpus=1 if gpu_actors else 0,
+            num_cpus=actor_cpus,
+            memory=ACTOR_MEMORY,
+        )
+        return ds.map_batches(
+            score_with_kept,
+            fn_kwargs={"names": names, "scorer": scorer},
+            batch_format="pyarrow",
+            batch_size=None,
+            compute=TaskPoolStrategy(size=2 * n_actors),  # one waiting, one queued per actor
+            num_cpus=0,
+            max_retries=1,
         )
     return ds.map_batches(
         _ScoreActor,

@@ -125,3 +125,46 @@ def test_killed_ray_driver_and_actor_leave_no_duplicates_or_gaps(
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert len({r["path"] for r in rows}) == len(rows) == 120
     assert not [r["path"] for r in rows if "error" in r]  # the actor's block was scored again
+
+
+def test_kept_detector_actors_serve_the_next_scan_then_expire(
+    inbox, spectral, creds, tmp_path, ray_cluster
+):
+    import ray
+
+    from deepaudit.audit.ray_kept import NAMESPACE, kept_actor_names, stop_kept_actors
+    from deepaudit.audit.scan_ray import run_scan_ray
+
+    kw = {"detectors": [spectral], "trust_anchors": creds["ca"], "report": False}
+    run_scan([inbox["box"]], tmp_path / "local", workers=1, **kw)
+    # the CLI: --keep-actors needs --ray
+    from typer.testing import CliRunner
+
+    from deepaudit.cli.app import app
+
+    r = CliRunner().invoke(
+        app, ["scan", str(inbox["box"]), "-o", str(tmp_path / "x"), "--keep-actors", "1"]
+    )
+    assert r.exit_code == 2 and "--keep-actors is for --ray scans" in r.output
+    try:
+        run_scan_ray([inbox["box"]], tmp_path / "a", address=ray_cluster, keep_actors=0.05, **kw)
+        (name,) = kept_actor_names([str(spectral.resolve())], "cpu", "auto", "auto", 1, 1)
+        actor = ray.get_actor(name, namespace=NAMESPACE)  # outlived the job
+        pid = ray.get(actor.keep.remote(0.05))
+        run_scan_ray([inbox["box"]], tmp_path / "b", address=ray_cluster, keep_actors=0.05, **kw)
+        assert ray.get(actor.keep.remote(0.05)) == pid  # the second scan used the same process
+        local = _rows(tmp_path / "local")
+        for out in ("a", "b"):
+            assert _rows(tmp_path / out) == local  # the same rows as the local scan
+        # idle for 3 s (0.05 min): it ends itself, and its name is free again
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the kept actor did not expire")
+    finally:
+        stop_kept_actors()
