@@ -37,12 +37,11 @@ NAMESPACE = "deepaudit"
 _PREFIX = "deepaudit-detectors-"
 
 
-def kept_actor_names(
-    detectors: Sequence[str], device: str, precision: str, engine: str, threads: int, n: int
-) -> list[str]:
-    """The names of ``n`` actors holding these detectors loaded this way."""
+def kept_actor_names(scorer: Any, n: int) -> list[str]:
+    """The names of ``n`` actors holding ``scorer``'s detectors loaded its way (a scan's
+    ``_Scorer``: detector folders, device, precision, engine, threads)."""
     files = []
-    for d in detectors:
+    for d in scorer.detectors:
         root = Path(d)
         for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
             try:
@@ -51,28 +50,22 @@ def kept_actor_names(
                 continue
             if p.is_file():
                 files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-    key = json.dumps([files, device, precision, engine, threads], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return [f"{_PREFIX}{digest}-{i}" for i in range(n)]
+    setup = [scorer.device, scorer.precision, scorer.engine, scorer.threads]
+    digest = hashlib.sha256(json.dumps([files, setup], sort_keys=True).encode()).hexdigest()
+    return [f"{_PREFIX}{digest[:16]}-{i}" for i in range(n)]
 
 
 class KeptDetectors:
     """A detached Ray actor: the detectors loaded once, scoring blocks for any scan."""
 
-    def __init__(
-        self,
-        detectors: list[str],
-        device: str,
-        precision: str,
-        engine: str,
-        threads: int,
-        minutes: float,
-    ) -> None:
+    def __init__(self, scorer: Any, minutes: float) -> None:
         from deepaudit.audit.scan import load_scan_detectors
 
-        self.loaded = load_scan_detectors(detectors, device, precision, engine, os.cpu_count() or 1)
+        self.loaded = load_scan_detectors(
+            scorer.detectors, scorer.device, scorer.precision, scorer.engine, os.cpu_count() or 1
+        )
         for ld in self.loaded:
-            ld.det.inference_threads = threads
+            ld.det.inference_threads = scorer.threads
         self.minutes = minutes
         self.last = time.monotonic()
         self.busy = 0
@@ -85,6 +78,8 @@ class KeptDetectors:
         return os.getpid()
 
     def score(self, scorer: Any, batch: Any) -> Any:
+        """Score a block with the loaded detectors; ``scorer`` brings the job's fusion policy
+        and batch size."""
         self.busy += 1
         try:
             return scorer(batch, self.loaded)
@@ -103,20 +98,11 @@ class KeptDetectors:
 
 
 def start_kept(
-    names: Sequence[str],
-    detectors: list[str],
-    *,
-    device: str,
-    precision: str,
-    engine: str,
-    threads: int,
-    minutes: float,
-    num_gpus: float,
-    num_cpus: float,
-    memory: int,
+    names: Sequence[str], scorer: Any, *, minutes: float, resources: dict[str, Any]
 ) -> list[Any]:
-    """The actors of these names, started where missing (not waited for: the scan's CPU
-    stage runs while they load), each told to stay ``minutes`` after its last block."""
+    """The actors of these names, started where missing with ``resources`` (num_cpus,
+    num_gpus, memory; not waited for: the scan's CPU stage runs while they load), each told
+    to stay ``minutes`` after its last block."""
     import ray
 
     cls = ray.remote(KeptDetectors)
@@ -127,12 +113,10 @@ def start_kept(
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            memory=memory,
             max_restarts=-1,  # killed (OOM, a crash): Ray starts it again ...
             max_task_retries=1,  # ... and the block it was scoring is tried once more
-        ).remote(detectors, device, precision, engine, threads, minutes)
+            **resources,
+        ).remote(scorer, minutes)
         actor.keep.remote(minutes)
         handles.append(actor)
     return handles

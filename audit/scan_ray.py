@@ -435,19 +435,10 @@ def _examine_and_score(
     if keep_actors > 0:  # named actors that outlive the job; light tasks hand them blocks
         from deepaudit.audit.ray_kept import kept_actor_names, score_with_kept, start_kept
 
-        setup = (scorer.detectors, scorer.device, scorer.precision, scorer.engine)
-        names = kept_actor_names(*setup, scorer.threads, n_actors)
+        names = kept_actor_names(scorer, n_actors)
+        resources = {"num_cpus": actor_cpus, "num_gpus": 1 if gpu_actors else 0}
         start_kept(
-            names,
-            scorer.detectors,
-            device=scorer.device,
-            precision=scorer.precision,
-            engine=scorer.engine,
-            threads=scorer.threads,
-            minutes=keep_actors,
-            num_gpus=1 if gpu_actors else 0,
-            num_cpus=actor_cpus,
-            memory=ACTOR_MEMORY,
+            names, scorer, minutes=keep_actors, resources=resources | {"memory": ACTOR_MEMORY}
         )
         return ds.map_batches(
             score_with_kept,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -148,7 +149,9 @@ def test_kept_detector_actors_serve_the_next_scan_then_expire(
     assert r.exit_code == 2 and "--keep-actors is for --ray scans" in r.output
     try:
         run_scan_ray([inbox["box"]], tmp_path / "a", address=ray_cluster, keep_actors=0.05, **kw)
-        (name,) = kept_actor_names([str(spectral.resolve())], "cpu", "auto", "auto", 1, 1)
+        # the actor the scan kept: named after its detectors and how they are loaded
+        how = {"device": "cpu", "precision": "auto", "engine": "auto", "threads": 1}
+        (name,) = kept_actor_names(SimpleNamespace(detectors=[str(spectral.resolve())], **how), 1)
         actor = ray.get_actor(name, namespace=NAMESPACE)  # outlived the job
         pid = ray.get(actor.keep.remote(0.05))
         run_scan_ray([inbox["box"]], tmp_path / "b", address=ray_cluster, keep_actors=0.05, **kw)
