@@ -277,19 +277,13 @@ def fpr_gap_if_fair(
     y: np.ndarray, groups: np.ndarray, fpr: float | None, *, draws: int = 4000, seed: int = 0
 ) -> dict[str, float] | None:
     """The intersectional FPR gap (max − min) a detector with FPR ``fpr`` in every group
-    would show on these groups' real items, from sampling alone: its mean and 95th
-    percentile over ``draws`` binomial draws. A measured gap under the 95th percentile is
-    what a fair detector shows one time in twenty or more."""
+    would show on these groups' real items, from sampling alone (``fairness.gap_if_equal``)."""
+    from deepaudit.audit.fairness import gap_if_equal
+
     if fpr is None:
         return None
     _, codes = np.unique(groups[y == 0], return_inverse=True)
-    n = np.bincount(codes)
-    n = n[n > 0]
-    if n.size < 2:
-        return None
-    rates = np.random.default_rng(seed).binomial(n, fpr, (draws, n.size)) / n
-    gaps = rates.max(1) - rates.min(1)
-    return {"mean": float(gaps.mean()), "p95": float(np.percentile(gaps, 95))}
+    return gap_if_equal(np.bincount(codes), fpr, draws=draws, seed=seed)
 
 
 # -- the methods -------------------------------------------------------------------------

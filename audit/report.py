@@ -326,8 +326,10 @@ def _localization_section(rep: HtmlReport, first: list[dict[str, Any]], out: Pat
 
 
 def gap_sentence(rate: str, gap: Mapping[str, Any] | None) -> tuple[str, bool] | None:
-    """A gap between the worst and best group in words, with its interval; True when the
-    interval includes 0 (the gap may be sampling noise, as small groups overstate gaps)."""
+    """A gap between the worst and best group in words, with its interval and the gap equal
+    rates give by chance; True when it may be sampling noise: the interval includes 0, or the
+    gap is within the 95th percentile of chance (the two groups were picked as the extremes,
+    which the interval alone does not account for)."""
     if not gap:
         return None
     lo, hi = gap["ci95"]
@@ -336,9 +338,27 @@ def gap_sentence(rate: str, gap: Mapping[str, Any] | None) -> tuple[str, bool] |
         f"{fmt_value(gap['difference'], '.3f')} (95% CI {fmt_value(lo, '.3f')} to "
         f"{fmt_value(hi, '.3f')}; {gap['n_worst']} and {gap['n_best']} items)"
     )
+    chance = gap.get("chance")
+    by_chance = (
+        f" Equal {rate.upper()}s in every group would give a gap of "
+        f"{fmt_value(chance['mean'], '.3f')} on average on groups of these sizes (95th "
+        f"percentile {fmt_value(chance['p95'], '.3f')})"
+        if chance
+        else ""
+    )
     if gap["ci_includes_0"]:
-        return text + ": the interval includes 0, so this gap may be sampling noise.", True
-    return text + ": the interval excludes 0.", False
+        text += ": the interval includes 0, so this gap may be sampling noise."
+        return text + (by_chance + "." if by_chance else ""), True
+    if chance and not gap.get("beyond_chance"):
+        # picked as worst and best after looking: the interval alone overstates it
+        return (
+            text + ": the interval excludes 0, but these two groups were picked as the "
+            "extremes." + by_chance + ", so the gap is within what chance gives.",
+            True,
+        )
+    return text + ": the interval excludes 0" + (
+        f" and the gap is beyond chance.{by_chance}." if by_chance else "."
+    ), False
 
 
 def write_fairness_report(

@@ -178,4 +178,29 @@ def test_gap_interval_says_when_a_small_sample_gap_may_be_noise(tmp_path):
     # real-only data: no (empty) ROC figure, and the page says why
     assert "ROC by g" not in page and "a ROC curve needs both" in page
     page = write_fairness_report(large, tmp_path / "large")["html"].read_text()
-    assert "the interval excludes 0" in page
+    assert "the interval excludes 0" in page and large.gaps["g"]["fpr_gap"]["beyond_chance"]
+    assert "the gap is beyond chance" in page
+    assert not small.gaps["g"]["fpr_gap"]["beyond_chance"]
+
+
+def test_a_gap_picked_from_many_small_groups_is_measured_against_chance(tmp_path):
+    """Ten groups of 17 real faces, flagged 0..6 times: the extremes' interval excludes 0,
+    but equal rates give a gap this large often, and the report says so."""
+    from deepaudit.audit.fairness import gap_if_equal
+    from deepaudit.audit.report import write_fairness_report
+
+    flagged = [0, 1, 2, 2, 3, 3, 3, 4, 5, 6]
+    groups, s = [], []
+    for i, k in enumerate(flagged):
+        groups += [f"g{i}"] * 17
+        s += [0.9] * k + [0.1] * (17 - k)
+    rep = fairness_audit(_scored(np.zeros(len(s), int), s, groups), ["g"], min_n=5)
+    gap = rep.gaps["g"]["fpr_gap"]
+    assert (gap["worst"], gap["best"]) == ("g9", "g0")
+    assert gap["difference"] == pytest.approx(6 / 17)
+    assert not gap["ci_includes_0"]  # taken alone, the interval says "real"
+    chance = gap_if_equal(np.full(10, 17), sum(flagged) / len(s))
+    assert gap["chance"] == chance and chance["mean"] < gap["difference"] < chance["p95"]
+    assert not gap["beyond_chance"]
+    page = write_fairness_report(rep, tmp_path / "r")["html"].read_text()
+    assert "picked as the extremes" in page and "within what chance gives" in page
