@@ -546,7 +546,9 @@ def finish_scan(plan: ScanPlan, *, compact: bool, csv: bool, report: bool) -> Sc
     summary.seconds = time.perf_counter() - plan.started
     for ld in loaded:  # what ran each detector (known once it has scored something)
         choice = getattr(ld.det, "engine_choice", None)
-        summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
+        if choice is not None or "engine" not in summary.detectors[ld.key]:
+            # a Ray scan's actors reported theirs already; the driver's copy never scored
+            summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
     keys = [ld.key for ld in loaded]
     loaded.clear()  # the models, their engines and caches go before the report is built:
     _release_memory()  # the report's peak then stays under the scan's (flat memory in N)
