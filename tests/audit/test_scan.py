@@ -169,3 +169,23 @@ def test_animated_gif_is_scanned_as_a_clip(tmp_path, clip, spectral):
     assert rows["anim.gif"]["kind"] == "video" and rows["anim.gif"]["frames_sampled"] == 4
     assert rows["still.gif"]["kind"] == "image"
     assert "spectral" in rows["anim.gif"]["scores"]
+
+
+def test_finish_keeps_the_engine_the_scoring_processes_reported(spectral, tmp_path):
+    """A Ray scan's actors report which engine ran each detector; the driver's own copy of
+    the detector never scores, so finishing must not overwrite their record with nothing."""
+    from deepaudit.audit.scan import finish_scan, prepare_scan
+
+    plan = prepare_scan(tmp_path / "scan", detectors=[spectral], device="cpu")
+    (key,) = plan.summary.detectors
+    ran = {"engine": "torch", "precision": "bf16", "device": "cpu", "threads": 1, "why": "x"}
+    plan.summary.detectors[key]["engine"] = ran  # as run_scan_ray records it from the actors
+    summary = finish_scan(plan, compact=False, csv=False, report=False)
+    assert summary.detectors[key]["engine"] == ran
+    saved = json.loads((tmp_path / "scan" / "summary.json").read_text())
+    assert saved["detectors"][key]["engine"] == ran
+    # a scan whose loaded copy did not score and that nobody reported for: recorded as None
+    plan = prepare_scan(tmp_path / "again", detectors=[spectral], device="cpu")
+    assert (
+        finish_scan(plan, compact=False, csv=False, report=False).detectors[key]["engine"] is None
+    )
