@@ -298,7 +298,10 @@ def test_a_training_checkpoint_of_theirs_gives_the_same_head(tmp_path):
     )
     dets = [load_detector(released), load_detector(trained)]
     images = _images()[:2]
-    assert np.array_equal(dets[0].predict_proba(images), dets[1].predict_proba(images))
+    a, b = (d.predict_proba(images) for d in dets)
+    # the same head; each detector picks its engine on its own (torch or ONNX Runtime, by
+    # measured speed), and their float sums may differ in the last bits (seen in CI: 7e-8)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_torchscript_tensors_are_those_torch_jit_reads(tmp_path):
