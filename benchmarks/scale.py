@@ -47,8 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 # resnet50 crops/s on one H200 at bf16, measured 2026-11-28 (docs/scan.md)
 H200_RESNET50_PER_S = 3900.0
 # the larger run: this many times the job's photos (steady rate and fixed start from the two)
@@ -241,35 +239,10 @@ def _files_for(ratio: float, local: dict, ray: dict) -> int | None:
     return int(need / gain) + 1 if gain > 0 else None
 
 
-def _make_photos(root: Path, n: int, side: int, clips: int) -> list[Path]:
-    """``n`` photos of ``side``² (the built-in photos resized, each from its own crop, so no
-    two files are alike), JPEG and PNG in two folders, and ``clips`` MP4 clips."""
-    import cv2
-
-    from deepaudit.media import write_image, write_video
-    from deepaudit.photos import builtin_photos, pan_clip
-
-    photos = [p.image for p in builtin_photos()]
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(n):
-        img = photos[i % len(photos)]
-        h, w = img.shape[:2]
-        s = int(min(h, w) * rng.uniform(0.7, 1.0))
-        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
-        crop = cv2.resize(img[y : y + s, x : x + s], (side, side), interpolation=cv2.INTER_AREA)
-        folder = root / ("1_fake" if i % 2 else "0_real")
-        ext = ".jpg" if i % 3 else ".png"
-        files.append(write_image(folder / f"{i:05d}{ext}", crop, quality=90))
-    for i in range(clips):
-        frames = pan_clip(photos[i % len(photos)], frames=24, size=min(side, 256))
-        files.append(write_video(root / "0_real" / f"clip{i}.mp4", frames, fps=12).path)
-    return files
-
-
 def run(*, quick: bool = False) -> dict:
     import ray
 
+    from benchmarks.scan import make_files
     from deepaudit.audit.ray_kept import stop_kept_actors
     from deepaudit.audit.scan import run_scan
     from deepaudit.audit.scan_ray import RayScanStats, run_scan_ray
@@ -286,7 +259,7 @@ def run(*, quick: bool = False) -> dict:
         # two folders, as a user scans: the job of the ratio (n photos and the clips) and one
         # with four times the photos (the job's files hard-linked in, so the same bytes)
         data = root / "large"
-        photos = _make_photos(data, LARGE * n, side, clips)
+        photos = make_files(data, LARGE * n, side, clips, resized=True)
         small = root / "job"
         for p in photos[:n] + photos[LARGE * n :]:
             dest = small / p.relative_to(data)

@@ -39,7 +39,12 @@ from pathlib import Path
 import numpy as np
 
 
-def _make_files(root: Path, n: int, side: int, clips: int) -> list[Path]:
+def make_files(root: Path, n: int, side: int, clips: int, *, resized: bool = False) -> list[Path]:
+    """``n`` photos from the built-in ones, JPEG and PNG in ``0_real``/``1_fake``, and
+    ``clips`` MP4 clips (pans of 24 frames). Each photo is its own random crop: at most
+    ``side``² as it is, or with ``resized`` a crop of 70-100% of the photo's short side
+    resized to exactly ``side``² (real-sized files, no two alike). Seeded: the same files
+    every run."""
     from deepaudit.media import write_image, write_video
     from deepaudit.photos import builtin_photos, pan_clip
 
@@ -49,9 +54,13 @@ def _make_files(root: Path, n: int, side: int, clips: int) -> list[Path]:
     for i in range(n):
         img = photos[i % len(photos)]
         h, w = img.shape[:2]
-        s = min(side, h, w)
+        s = int(min(h, w) * rng.uniform(0.7, 1.0)) if resized else min(side, h, w)
         y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
         crop = np.ascontiguousarray(img[y : y + s, x : x + s])
+        if resized:
+            import cv2
+
+            crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
         folder = root / ("1_fake" if i % 2 else "0_real")
         ext = ".jpg" if i % 3 else ".png"
         files.append(write_image(folder / f"{i:05d}{ext}", crop, quality=90))
@@ -113,7 +122,7 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "data"
-        files = _make_files(data, n, 2 * size if quick else 512, clips)
+        files = make_files(data, n, 2 * size if quick else 512, clips)
         det_dir = root / "det"
         det = create_detector("timm", model=model, input_size=size, device=device)
         det.save_pretrained(det_dir)
