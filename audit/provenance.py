@@ -37,6 +37,7 @@ from deepaudit.audit.rubrics import (
     load_rubric,
     signal_graph,
     signals_output,
+    store_view,
 )
 from deepaudit.c2pa_credentials import (
     IdentityAssertion,
@@ -381,8 +382,12 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         rec.reason = "manifest fails validation: " + ", ".join(bad)
     if note := _expiry_note(summary):
         rec.reason += f" ({note})"
-    summary.integrity = _integrity(_active_results(read, results))
-    rec.graph = _attach_signals(summary, read.crjson)
+    view = store_view(store, read.certificates)  # what the rubrics read, without crJSON
+    if read.crjson is not None and os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0"):
+        _check_view(read.path, view, read.crjson)
+    active_results = results.get("activeManifest")
+    summary.integrity = _integrity(active_results if isinstance(active_results, dict) else None)
+    rec.graph = _attach_signals(summary, view)
     if rec.graph:
         rec.ai_declaration, rec.declaration_basis = _declaration_from_signals(rec.graph)
     else:  # c2pa gave no crJSON: the digital source types alone
@@ -397,12 +402,24 @@ def _expiry_note(node: C2paManifestNode | None) -> str | None:
     return expiry_note(node.signer.not_after if node.signer else None, node.time_stamp, node.codes)
 
 
-def _active_results(read: C2paRead, results: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    manifests = (read.crjson or {}).get("manifests") or []
-    if manifests and isinstance(manifests[0], Mapping) and "validationResults" in manifests[0]:
-        return manifests[0]["validationResults"]
-    active = results.get("activeManifest")
-    return active if isinstance(active, Mapping) else None
+def _check_view(path: str, view: Mapping[str, Any], crjson: Mapping[str, Any]) -> None:
+    """Tests (DEEPAUDIT_CHECK_C2PA_VIEW=1): the json()-built view gives the graph, signals
+    and integrity checks that crJSON gives."""
+
+    def graph(store: Mapping[str, Any]) -> list[tuple]:
+        return [
+            (n.index, n.label, n.title, n.format, n.asserted_by, n.traits, n.ingredients, n.pseudo)
+            for n in signal_graph(store)
+        ]
+
+    def checks(store: Mapping[str, Any]) -> list[Check]:
+        first = (store.get("manifests") or [{}])[0]
+        return integrity_checks(first.get("validationResults"))
+
+    if graph(view) != graph(crjson):
+        raise AssertionError(f"{path}: json() view {graph(view)} != crJSON {graph(crjson)}")
+    if checks(view) != checks(crjson):
+        raise AssertionError(f"{path}: integrity from json() {checks(view)} != {checks(crjson)}")
 
 
 def _integrity(results: Mapping[str, Any] | None) -> list[Check]:
@@ -525,7 +542,7 @@ def _record(read: C2paRead, state: State, reason: str) -> ProvenanceRecord:
 
 
 def _codes(entries: Any) -> list[str]:
-    return [e["code"] for e in entries or [] if isinstance(e, Mapping) and e.get("code")]
+    return [e["code"] for e in entries or [] if isinstance(e, dict) and e.get("code")]
 
 
 def _state(validation_state: str | None, failures: list[str]) -> State:
@@ -565,7 +582,7 @@ def _summarise(
         identities=identities_of(m, results),
     )
     for ing in m.get("ingredients") or []:
-        if not isinstance(ing, Mapping):
+        if not isinstance(ing, dict):
             continue
         child_label = ing.get("active_manifest")
         child_codes, child_state = _ingredient_validation(ing)
@@ -586,7 +603,7 @@ def _summarise(
                 seen,
                 depth + 1,
                 ing,
-                child_results if isinstance(child_results, Mapping) else None,
+                child_results if isinstance(child_results, dict) else None,
             )
         else:
             child = C2paManifestNode(
@@ -597,7 +614,7 @@ def _summarise(
                 format=ing.get("format"),
                 relationship=ing.get("relationship"),
             )
-        if isinstance(recorded, Mapping):
+        if isinstance(recorded, dict):
             child.integrity = _integrity(recorded)
         summary.ingredients.append(child)
     return summary
@@ -605,7 +622,7 @@ def _summarise(
 
 def _ingredient_validation(ing: Mapping[str, Any]) -> tuple[list[str], State]:
     results = ing.get("validation_results")
-    if isinstance(results, Mapping):
+    if isinstance(results, dict):
         active = results.get("activeManifest") or {}
         failures = _codes(active.get("failure"))
         trusted = "signingCredential.trusted" in _codes(active.get("success"))
@@ -620,7 +637,7 @@ def _ingredient_validation(ing: Mapping[str, Any]) -> tuple[list[str], State]:
 
 def _claim_generator(m: Mapping[str, Any]) -> str | None:
     info = m.get("claim_generator_info")
-    if isinstance(info, list) and info and isinstance(info[0], Mapping):
+    if isinstance(info, list) and info and isinstance(info[0], dict):
         first = info[0]
         name = first.get("name")
         version = first.get("version")
@@ -650,13 +667,13 @@ def _signer(sig: Mapping[str, Any], cert: Mapping[str, Any]) -> SignerInfo | Non
 def _actions(assertions: list[Any]) -> list[Action]:
     out: list[Action] = []
     for a in assertions:
-        if not isinstance(a, Mapping) or not str(a.get("label", "")).startswith("c2pa.actions"):
+        if not isinstance(a, dict) or not str(a.get("label", "")).startswith("c2pa.actions"):
             continue
         for act in (a.get("data") or {}).get("actions") or []:
-            if not isinstance(act, Mapping):
+            if not isinstance(act, dict):
                 continue
             agent = act.get("softwareAgent")
-            if isinstance(agent, Mapping):
+            if isinstance(agent, dict):
                 agent = agent.get("name")
             out.append(
                 Action(

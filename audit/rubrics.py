@@ -42,6 +42,7 @@ __all__ = [
     "load_rubric_file",
     "signal_graph",
     "signals_output",
+    "store_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class _Statement:
 
     def text(self, outcome: bool | None, matches: list[Any] | None = None) -> str:
         rep = self.report
-        if isinstance(rep, Mapping) and ("true" in rep or "false" in rep):
+        if isinstance(rep, dict) and ("true" in rep or "false" in rep):
             rep = rep.get("true" if outcome else "false") or rep.get("default") or ""
-        if isinstance(rep, Mapping):
+        if isinstance(rep, dict):
             rep = rep.get("en") or next(iter(rep.values()), "")
         text = str(rep)
         if matches:
@@ -105,7 +106,7 @@ def load_rubric_file(path: str | os.PathLike[str]) -> Rubric:
         docs = list(yaml.safe_load_all(raw.decode("utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{p}: cannot read the rubric: {exc}") from None
-    if not docs or not isinstance(docs[0], Mapping) or "rubric_metadata" not in docs[0]:
+    if not docs or not isinstance(docs[0], dict) or "rubric_metadata" not in docs[0]:
         raise ValueError(f"{p}: not an asset rubric (no rubric_metadata block)")
     head = docs[0]
     meta = head.get("rubric_metadata") or {}
@@ -117,7 +118,7 @@ def load_rubric_file(path: str | os.PathLike[str]) -> Rubric:
         statements = []
         for doc in docs[1:]:
             for st in doc if isinstance(doc, list) else [doc]:
-                if not isinstance(st, Mapping) or not st.get("expression") or not st.get("id"):
+                if not isinstance(st, dict) or not st.get("expression") or not st.get("id"):
                     continue  # information statements and data blocks
                 try:
                     program = compile_formula(str(st["expression"]), names)
@@ -220,9 +221,9 @@ def _subject(manifest: Mapping[str, Any]) -> dict[str, str]:
 
 def _opened_dst(assertions: Mapping[str, Any]) -> str | None:
     for key, value in assertions.items():
-        if key.startswith("c2pa.actions") and isinstance(value, Mapping):
+        if key.startswith("c2pa.actions") and isinstance(value, dict):
             for act in value.get("actions") or []:
-                opened = isinstance(act, Mapping) and act.get("action") == "c2pa.opened"
+                opened = isinstance(act, dict) and act.get("action") == "c2pa.opened"
                 if opened and act.get("digitalSourceType"):
                     return str(act["digitalSourceType"])
     return None
@@ -235,7 +236,7 @@ def signal_graph(crjson: Mapping[str, Any], rubric: Rubric | None = None) -> lis
     source type) come after the store's manifests, as in the conformance output.
     """
     rubric = rubric or load_rubric("signals")
-    manifests = [m for m in crjson.get("manifests") or [] if isinstance(m, Mapping)]
+    manifests = [m for m in crjson.get("manifests") or [] if isinstance(m, dict)]
     manifests = [m for m in manifests if m.get("label")]
     index = {str(m["label"]): i for i, m in enumerate(manifests)}
     nodes: list[SignalNode] = []
@@ -254,10 +255,10 @@ def signal_graph(crjson: Mapping[str, Any], rubric: Rubric | None = None) -> lis
         evaluated.append(m)
     for i, m in enumerate(manifests):
         assertions = m.get("assertions") or {}
-        if not isinstance(assertions, Mapping):
+        if not isinstance(assertions, dict):
             continue
         for key, value in assertions.items():
-            if not isinstance(value, Mapping):
+            if not isinstance(value, dict):
                 continue
             if key.startswith("c2pa.thumbnail") and nodes[i].format is None:
                 nodes[i].format = value.get("format")
@@ -320,6 +321,123 @@ def signal_graph(crjson: Mapping[str, Any], rubric: Rubric | None = None) -> lis
     return nodes
 
 
+def store_view(
+    store: Mapping[str, Any], certificates: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The parts of a store's crJSON that :func:`signal_graph` and the rubrics read, built from
+    c2pa's ``Reader.json()`` (``store``) and the signers' certificate details
+    (``C2paRead.certificates``), so that crJSON need not be rendered for every file.
+
+    Per manifest: its label; ``claim.v2`` (or ``claim`` for a v1 claim) with ``dc:title``,
+    ``dc:format`` and the gathered actions assertions; the assertions the graph reads, in
+    crJSON's order (the claim thumbnail, then each ingredient's thumbnail and assertion, then
+    the rest); the signer's subject; and for the active manifest its ``validationResults``.
+    Manifests come in crJSON's order: the active one first, then the store's order reversed
+    (a builder adds an ingredient's manifests, in ingredient order, before the manifest that
+    uses them); a manifest no ingredient reaches comes last. ``DEEPAUDIT_CHECK_C2PA_VIEW=1``
+    (set by the tests) checks every file's view against its crJSON.
+    """
+    manifests = store.get("manifests")
+    if not isinstance(manifests, dict):
+        return {"manifests": []}
+    certificates = certificates or {}
+    active = store.get("active_manifest")
+    out = []
+    for label in _store_order(manifests, active):
+        m = manifests[label]
+        if not isinstance(m, dict):
+            continue
+        assertions: dict[str, Any] = {}
+        thumb = m.get("thumbnail")
+        if isinstance(thumb, dict):
+            assertions["c2pa.thumbnail.claim"] = {"format": thumb.get("format")}
+        for ing in m.get("ingredients") or []:
+            if not isinstance(ing, dict) or not ing.get("label"):
+                continue
+            key = str(ing["label"])
+            t = ing.get("thumbnail")
+            if isinstance(t, dict):
+                suffix = key.split("__", 1)[1] if "__" in key else ""
+                assertions["c2pa.thumbnail.ingredient" + (f"__{suffix}" if suffix else "")] = {
+                    "format": t.get("format")
+                }
+            value: dict[str, Any] = {
+                k2: ing[k1]
+                for k1, k2 in (
+                    ("relationship", "relationship"),
+                    ("title", "dc:title"),
+                    ("format", "dc:format"),
+                )
+                if k1 in ing
+            }
+            if ing.get("active_manifest"):
+                value["activeManifest"] = {"url": f"self#jumbf=/c2pa/{ing['active_manifest']}"}
+            assertions[key] = value
+        gathered = []
+        for a in m.get("assertions") or []:
+            if not isinstance(a, dict) or not a.get("label"):
+                continue
+            key = str(a["label"])
+            instance = a.get("instance")
+            if isinstance(instance, int) and instance > 1:
+                key = f"{key}__{instance - 1}"
+            assertions[key] = a.get("data")
+            if not a.get("created") and key.startswith("c2pa.actions"):
+                gathered.append({"url": f"self#jumbf=c2pa.assertions/{key}"})
+        claim: dict[str, Any] = {}
+        if m.get("title") is not None:
+            claim["dc:title"] = m["title"]
+        if m.get("format") is not None:
+            claim["dc:format"] = m["format"]
+        node: dict[str, Any] = {"label": label, "assertions": assertions}
+        if m.get("claim_version", 2) >= 2:
+            node["claim.v2"] = {**claim, "gathered_assertions": gathered}
+        else:
+            node["claim"] = claim
+        subject = (certificates.get(label) or {}).get("subject")
+        if subject:
+            node["signature"] = {"certificateInfo": {"subject": dict(subject)}}
+        if label == active:
+            results = (store.get("validation_results") or {}).get("activeManifest")
+            if isinstance(results, dict):
+                node["validationResults"] = results
+        out.append(node)
+    return {"manifests": out}
+
+
+def _store_order(manifests: Mapping[str, Any], active: Any) -> list[str]:
+    """Labels in crJSON's order: the store's order reversed, rebuilt from the ingredient tree
+    (post-order, ingredients in their order, each manifest once), then any manifest the tree
+    does not reach (by label)."""
+    post: list[str] = []
+    seen: set[str] = set()
+    if isinstance(active, str) and active in manifests:
+        seen.add(active)
+        stack: list[tuple[str, list[str]]] = [(active, _children(manifests[active]))]
+        while stack:
+            label, todo = stack[-1]
+            while todo and (todo[0] in seen or todo[0] not in manifests):
+                todo.pop(0)
+            if not todo:
+                post.append(label)
+                stack.pop()
+                continue
+            child = todo.pop(0)
+            seen.add(child)
+            stack.append((child, _children(manifests[child])))
+    rest = sorted(label for label in manifests if label not in seen)
+    return post[::-1] + rest
+
+
+def _children(manifest: Any) -> list[str]:
+    if not isinstance(manifest, dict):
+        return []
+    ings = manifest.get("ingredients") or []
+    return [
+        str(i["active_manifest"]) for i in ings if isinstance(i, dict) and i.get("active_manifest")
+    ]
+
+
 # The shipped signals rubric reads a manifest (or pseudo node) only through these paths: its
 # statements and named expressions (asset-rubric-signals-local.yml) reach
 # assertions.'c2pa.actions.v2' (allActionsIncluded; each action's action and
@@ -347,17 +465,17 @@ def signal_input(data: Mapping[str, Any]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     if "assertions" in data:
         assertions = data["assertions"]
-        if not isinstance(assertions, Mapping):
+        if not isinstance(assertions, dict):
             return None
         seen: dict[str, Any] = {}
         if "c2pa.actions.v2" in assertions:
             v2 = assertions["c2pa.actions.v2"]
-            if not isinstance(v2, Mapping):
+            if not isinstance(v2, dict):
                 return None
             kept = {k: v2[k] for k in ("allActionsIncluded",) if k in v2}
             if "actions" in v2:
                 acts = v2["actions"]
-                if not isinstance(acts, list) or not all(isinstance(a, Mapping) for a in acts):
+                if not isinstance(acts, list) or not all(isinstance(a, dict) for a in acts):
                     return None
                 kept["actions"] = [
                     {k: a[k] for k in ("action", "digitalSourceType") if k in a} for a in acts
@@ -365,7 +483,7 @@ def signal_input(data: Mapping[str, Any]) -> dict[str, Any] | None:
             seen["c2pa.actions.v2"] = kept
         if "c2pa.ingredient.v3" in assertions:
             ing = assertions["c2pa.ingredient.v3"]
-            if not isinstance(ing, Mapping):
+            if not isinstance(ing, dict):
                 return None
             seen["c2pa.ingredient.v3"] = (
                 {"activeManifest": True} if ing.get("activeManifest") is not None else {}
@@ -373,12 +491,12 @@ def signal_input(data: Mapping[str, Any]) -> dict[str, Any] | None:
         out["assertions"] = seen
     if "claim.v2" in data:
         claim = data["claim.v2"]
-        if not isinstance(claim, Mapping):
+        if not isinstance(claim, dict):
             return None
         kept_claim: dict[str, Any] = {}
         if "gathered_assertions" in claim:
             gathered = claim["gathered_assertions"]
-            if not isinstance(gathered, list) or not all(isinstance(g, Mapping) for g in gathered):
+            if not isinstance(gathered, list) or not all(isinstance(g, dict) for g in gathered):
                 return None
             kept_claim["gathered_assertions"] = [
                 {k: g[k] for k in ("url",) if k in g} for g in gathered
@@ -470,12 +588,12 @@ def integrity_input(validation_results: Any) -> dict[str, Any] | None:
     failures' codes; None for a shape it might read differently."""
     if validation_results is None:
         return None
-    if not isinstance(validation_results, Mapping):
+    if not isinstance(validation_results, dict):
         return None
     out: dict[str, Any] = {k: None for k in validation_results if k != "failure"}
     if "failure" in validation_results:
         failure = validation_results["failure"]
-        if not isinstance(failure, list) or not all(isinstance(f, Mapping) for f in failure):
+        if not isinstance(failure, list) or not all(isinstance(f, dict) for f in failure):
             return None
         out["failure"] = [{k: f[k] for k in ("code",) if k in f} for f in failure]
     return out

@@ -51,13 +51,13 @@ def _entries(results: Mapping[str, Any] | None) -> Iterable[tuple[str, Mapping[s
     ``informational`` or ``failure``."""
     for kind in ("success", "informational", "failure"):
         for e in (results or {}).get(kind) or []:
-            if isinstance(e, Mapping) and isinstance(e.get("code"), str):
+            if isinstance(e, dict) and isinstance(e.get("code"), str):
                 yield kind, e
 
 
 def _name(info: Mapping[str, Any] | None) -> str | None:
     """``CN (O)`` of a crJSON distinguished name."""
-    if not isinstance(info, Mapping):
+    if not isinstance(info, dict):
         return None
     cn, org = info.get("CN"), info.get("O")
     if cn and org and org not in cn:
@@ -120,10 +120,10 @@ def time_stamp_of(
         if code == "timeStamp.trusted" and "trust list:" in text:
             trust_list = text.split("trust list:", 1)[1].strip() or None
     info = (certificate or {}).get("timestamp")
-    info = info if isinstance(info, Mapping) else {}
+    info = info if isinstance(info, dict) else {}
     if not codes and not info:
         return None
-    cert = info.get("certificateInfo") if isinstance(info.get("certificateInfo"), Mapping) else {}
+    cert = info.get("certificateInfo") if isinstance(info.get("certificateInfo"), dict) else {}
     return TimeStamp(
         time=info.get("timestamp") if isinstance(info.get("timestamp"), str) else None,
         authority=_name(cert.get("subject")),
@@ -182,12 +182,12 @@ def identities_of(
     assertions), each with the ``cawg.*`` codes c2pa reported on its URL."""
     out = []
     for a in manifest.get("assertions") or []:
-        if not isinstance(a, Mapping):
+        if not isinstance(a, dict):
             continue
         label = str(a.get("label") or "")
         if not label.startswith("cawg.identity"):
             continue
-        data = a.get("data") if isinstance(a.get("data"), Mapping) else {}
+        data = a.get("data") if isinstance(a.get("data"), dict) else {}
         out.append(_identity(label, data, results))
     return out
 
@@ -195,15 +195,15 @@ def identities_of(
 def _identity(
     label: str, data: Mapping[str, Any], results: Mapping[str, Any] | None
 ) -> IdentityAssertion:
-    payload = data.get("signer_payload") if isinstance(data.get("signer_payload"), Mapping) else {}
+    payload = data.get("signer_payload") if isinstance(data.get("signer_payload"), dict) else {}
     sig_type = str(payload.get("sig_type") or "") or None
     roles = payload.get("role") or payload.get("roles") or []
     refs = [
         str(r.get("url", "")).rsplit("/", 1)[-1]
         for r in payload.get("referenced_assertions") or []
-        if isinstance(r, Mapping)
+        if isinstance(r, dict)
     ]
-    sig = data.get("signature_info") if isinstance(data.get("signature_info"), Mapping) else {}
+    sig = data.get("signature_info") if isinstance(data.get("signature_info"), dict) else {}
     actor = sig.get("common_name") or None
     issuer = sig.get("issuer") or None
     identities = _verified_identities(data)
@@ -251,15 +251,15 @@ def _verified_identities(data: Mapping[str, Any]) -> list[str]:
     while stack and seen < 1000:  # a bounded walk: the data comes from the file
         seen += 1
         node = stack.pop()
-        if isinstance(node, Mapping):
+        if isinstance(node, dict):
             ids = node.get("verifiedIdentities")
             if isinstance(ids, list):
                 for i in ids:
-                    if not isinstance(i, Mapping):
+                    if not isinstance(i, dict):
                         continue
                     name = i.get("name") or i.get("username") or i.get("uri") or "?"
                     provider = i.get("provider")
-                    pname = provider.get("name") if isinstance(provider, Mapping) else None
+                    pname = provider.get("name") if isinstance(provider, dict) else None
                     kind = str(i.get("type") or "identity")
                     found.append(f"{kind}: {name}" + (f" ({pname})" if pname else ""))
             stack.extend(v for v in node.values() if isinstance(v, Mapping | list))
@@ -273,11 +273,11 @@ def _ica_issuer(data: Mapping[str, Any]) -> str | None:
         value = data.get(key)
         if isinstance(value, str):
             return value
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             inner = value.get("issuer")
             if isinstance(inner, str):
                 return inner
-            if isinstance(inner, Mapping) and isinstance(inner.get("id"), str):
+            if isinstance(inner, dict) and isinstance(inner.get("id"), str):
                 return inner["id"]
     return None
 

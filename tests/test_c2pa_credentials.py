@@ -184,3 +184,31 @@ def test_a_cawg_identity_names_its_actor_with_its_own_validity(lists, tmp_path, 
     assert "identity: Newsroom Jane Doe (X.509 certificate, issued by Newsroom): trusted" in (
         out.output
     )
+
+
+def test_crjson_is_rendered_once_per_signer_and_for_every_time_stamp(
+    lists, tsa, tmp_path, photo, creds, monkeypatch
+):
+    """json() lacks the certificate's issuer and validity and the time-stamp authority: crJSON
+    is rendered for a signer not seen yet and for each time-stamped signature only, and the
+    records are the same as when every file renders it (the tests' default)."""
+    from deepaudit import c2pa_layer
+
+    monkeypatch.setattr(c2pa_layer, "_CHECK_VIEW", False)
+    monkeypatch.setattr(c2pa_layer, "_KNOWN_CERTS", {})
+    rendered: list[str] = []
+    real = c2pa_layer._crjson
+    monkeypatch.setattr(c2pa_layer, "_crjson", lambda r: rendered.append(1) or real(r))
+    src = write_image(tmp_path / "p.png", photo)
+    plain = [sign_file(src, creds["signing"], tmp_path / f"u{i}.png") for i in range(3)]
+    with tsa.serve() as url:
+        stamped = [
+            sign_file(src, creds["signing"], tmp_path / f"s{i}.png", tsa_url=url) for i in range(2)
+        ]
+    fast = [inspect_provenance(f).to_json() for f in plain + stamped]
+    assert len(rendered) == 1 + 2  # the first signer, then each time-stamp
+    assert fast[1]["signer"]["not_after"] and fast[1]["signer"]["issuer"] == "Test Org root CA"
+    monkeypatch.setattr(c2pa_layer, "_CHECK_VIEW", True)  # crJSON for all, checked against it
+    full = [inspect_provenance(f).to_json() for f in plain + stamped]
+    assert fast == full
+    assert [r["time_stamp"] is not None for r in full] == [False] * 3 + [True] * 2
