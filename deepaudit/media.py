@@ -196,21 +196,50 @@ def load_file(
     """Read a file once (whole when small); MediaError for folders, pipes and I/O errors."""
     p = Path(path)
     try:
-        st = p.stat()
-        if stat.S_ISDIR(st.st_mode):
-            raise MediaError(p, "is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            raise MediaError(p, "not a regular file (a pipe, socket or device)")
-        with open(p, "rb") as fh:
+        with _open_regular(p) as (fh, st):
             if st.st_size <= in_memory_bytes:
                 data = fh.read()
                 return LoadedFile(p, len(data), st.st_mtime_ns, data[:_SNIFF_BYTES], data)
             head = fh.read(_SNIFF_BYTES)
     except OSError as exc:
         raise MediaError(p, _os_reason(exc)) from exc
+    return LoadedFile(p, st.st_size, st.st_mtime_ns, head)
+
+
+def open_media(path: str | os.PathLike[str]) -> tuple[LoadedFile, BinaryIO]:
+    """Open a file once for a reader that streams it: its first bytes (a :class:`LoadedFile`
+    without ``data``) and the open file at offset 0, which the caller closes. Errors as
+    :func:`load_file`."""
+    p = Path(path)
+    try:
+        with _open_regular(p, keep=True) as (fh, st):
+            head = fh.read(_SNIFF_BYTES)
+            fh.seek(0)
+    except OSError as exc:
+        raise MediaError(p, _os_reason(exc)) from exc
+    return LoadedFile(p, st.st_size, st.st_mtime_ns, head), fh
+
+
+@contextlib.contextmanager
+def _open_regular(p: Path, *, keep: bool = False):
+    """(file, stat) of a regular file; closed on leaving unless ``keep`` (and no error).
+    MediaError for folders, pipes, devices and invalid paths; OSError otherwise."""
+    try:
+        st = p.stat()  # before opening: opening a FIFO would block
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
         raise MediaError(p, f"invalid path ({exc})") from exc
-    return LoadedFile(p, st.st_size, st.st_mtime_ns, head)
+    if stat.S_ISDIR(st.st_mode):
+        raise MediaError(p, "is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise MediaError(p, "not a regular file (a pipe, socket or device)")
+    fh = open(p, "rb")  # noqa: SIM115 - closed below, or handed to the caller
+    try:
+        yield fh, st
+    except BaseException:
+        fh.close()
+        raise
+    if not keep:
+        fh.close()
 
 
 def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:
