@@ -390,7 +390,8 @@ def store_view(
         if m.get("format") is not None:
             claim["dc:format"] = m["format"]
         node: dict[str, Any] = {"label": label, "assertions": assertions}
-        if m.get("claim_version", 2) >= 2:
+        version = m.get("claim_version")
+        if not isinstance(version, int) or version >= 2:
             node["claim.v2"] = {**claim, "gathered_assertions": gathered}
         else:
             node["claim"] = claim

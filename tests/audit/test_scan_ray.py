@@ -26,6 +26,24 @@ def _rows(out):
     return {r["path"]: r for r in rows}
 
 
+def _alike(a, b, path="row"):
+    """Rows alike: equal, but for floats within 1e-3. Each process picks its detector engine
+    (torch or ONNX) by measured speed, and their outputs differ in the last bits, which a
+    value rounded to 4 decimals (the heatmap's max and area) can carry into the 4th."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-3), path
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _alike(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _alike(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
 def _summary(out):
     data = json.loads((out / "summary.json").read_text())
     for k in ("seconds", "files_per_s"):
@@ -44,7 +62,7 @@ def test_ray_scan_gives_the_local_scans_rows(inbox, spectral, creds, tmp_path, r
     local, ray = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
     assert set(ray) == set(local) and len(ray) == 13
     for path, row in local.items():
-        assert ray[path] == row, path  # verdicts, scores, reasons, provenance, errors alike
+        _alike(ray[path], row, path)  # verdicts, scores, reasons, provenance, errors alike
     assert {r["verdict"] for r in ray.values()} >= {"synthetic", "needs-review", "error"}
     summary_ray, summary_local = _summary(tmp_path / "ray"), _summary(tmp_path / "local")
     # where JPEGs were decoded for the detectors: the batched decode is the local scan's alone
@@ -158,7 +176,7 @@ def test_kept_detector_actors_serve_the_next_scan_then_expire(
         assert ray.get(actor.keep.remote(0.05)) == pid  # the second scan used the same process
         local = _rows(tmp_path / "local")
         for out in ("a", "b"):
-            assert _rows(tmp_path / out) == local  # the same rows as the local scan
+            _alike(_rows(tmp_path / out), local)  # the same rows as the local scan
         # idle for 3 s (0.05 min): it ends itself, and its name is free again
         deadline = time.time() + 60
         while time.time() < deadline:
