@@ -47,7 +47,7 @@ from deepaudit.c2pa_credentials import (
     is_identity_code,
     time_stamp_of,
 )
-from deepaudit.c2pa_layer import C2paRead, make_context, read_file
+from deepaudit.c2pa_layer import C2paRead, json_suffices, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
 from deepaudit.trust_lists import TrustSource, trust_source
@@ -382,9 +382,13 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         rec.reason = "manifest fails validation: " + ", ".join(bad)
     if note := _expiry_note(summary):
         rec.reason += f" ({note})"
-    view = store_view(store, read.certificates)  # what the rubrics read, without crJSON
-    if read.crjson is not None and os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0"):
-        _check_view(read.path, view, read.crjson)
+    if read.crjson is not None:  # rendered (a new signer, a time-stamp): the rubrics' own input
+        view = read.crjson
+        checking = os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0")
+        if checking and json_suffices(store):
+            _check_view(read.path, store_view(store, read.certificates), read.crjson)
+    else:  # what the rubrics read, built from json()
+        view = store_view(store, read.certificates)
     active_results = results.get("activeManifest")
     summary.integrity = _integrity(active_results if isinstance(active_results, dict) else None)
     rec.graph = _attach_signals(summary, view)

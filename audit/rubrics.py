@@ -379,8 +379,8 @@ def store_view(
                 continue
             key = str(a["label"])
             instance = a.get("instance")
-            if isinstance(instance, int) and instance > 1:
-                key = f"{key}__{instance - 1}"
+            if isinstance(instance, int) and instance > 0:  # crJSON's label__1, ...
+                key = f"{key}__{instance}"
             assertions[key] = a.get("data")
             if not a.get("created") and key.startswith("c2pa.actions"):
                 gathered.append({"url": f"self#jumbf=c2pa.assertions/{key}"})

@@ -41,6 +41,7 @@ __all__ = [
     "asset_of_sidecar",
     "build_manifest",
     "forget_certificates",
+    "json_suffices",
     "known_certificates",
     "load_demo_ca",
     "load_signing_credentials",
@@ -546,7 +547,7 @@ def _read_opened(p: Path, source, guess, opened, ctx, use_sidecar: bool, c2pa) -
                 return C2paRead(str(p), "absent")
             with reader:
                 store = json.loads(reader.json())
-                certs = known_certificates(store)
+                certs = known_certificates(store) if json_suffices(store) else None
                 cr = None
                 if certs is None or _CHECK_VIEW:
                     cr = _crjson(reader)
@@ -619,8 +620,9 @@ def _reader_supports(mime: str) -> bool:
 # which costs as much again as json() to render and parse (~0.1 ms a file). A scan meets the
 # same few signers over and over, so what crJSON said about a signer's certificate is kept
 # per process, keyed by what json() gives of it (algorithm, subject CN and O, serial number):
-# crJSON is rendered for a signer not seen yet and for every time-stamped signature (the
-# time-stamp authority's certificate is in crJSON only). The state (trusted, untrusted,
+# crJSON is rendered for a signer not seen yet, for every time-stamped signature (the
+# time-stamp authority's certificate is in crJSON only) and for a manifest that repeats an
+# assertion label (json_suffices). The state (trusted, untrusted,
 # invalid) always comes from c2pa's validation of this file, never from the cache.
 # DEEPAUDIT_CHECK_C2PA_VIEW=1 (the tests set it) renders crJSON for every file and checks
 # that the kept details and the json()-built rubric view agree with it.
@@ -634,6 +636,20 @@ def _signer_key(manifest: Any) -> tuple[str, ...] | None:
     if not isinstance(sig, dict) or not sig.get("cert_serial_number") or "time" in sig:
         return None
     return tuple(str(sig.get(k)) for k in ("alg", "issuer", "common_name", "cert_serial_number"))
+
+
+def json_suffices(store: dict[str, Any]) -> bool:
+    """Whether ``json()`` tells created from gathered assertions, which the rubrics read
+    (``audit.rubrics.store_view``): not when a manifest repeats an assertion label, since
+    ``json()`` then marks every instance ``created`` when one of them is."""
+    manifests = store.get("manifests")
+    if not isinstance(manifests, dict):
+        return False
+    for m in manifests.values():
+        for a in (m.get("assertions") or []) if isinstance(m, dict) else []:
+            if isinstance(a, dict) and a.get("instance"):
+                return False
+    return True
 
 
 def known_certificates(store: dict[str, Any]) -> dict[str, dict[str, Any]] | None:

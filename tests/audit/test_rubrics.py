@@ -343,6 +343,50 @@ def test_incomplete_actions_are_ambiguous(tmp_path, creds, photo):
     assert _traits(rec) == {"capturedMedia", "ambiguousActions"}
 
 
+def _gathered(manifest):
+    """The same actions, as a gathered assertion (not marked created)."""
+    (a,) = manifest["assertions"]
+    return {**manifest, "assertions": [{k: v for k, v in a.items() if k != "created"}]}
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_gathered_actions_are_ambiguous_with_or_without_crjson(
+    tmp_path, creds, photo, repeat, monkeypatch
+):
+    """Actions among the gathered assertions are ambiguous. ``json()`` marks which assertions
+    were created, but not when a manifest repeats a label (it then marks every instance
+    created): such a file renders crJSON even for a known signer."""
+    from deepaudit import c2pa_layer
+
+    captured = _manifest(_created(IPTC + "digitalCapture"))
+    manifest = _gathered(captured)
+    if repeat:  # a created edit beside the gathered capture
+        edit = {"label": "c2pa.actions.v2", "data": {"actions": [{"action": "c2pa.edited"}]}}
+        manifest["assertions"].append({**edit, "created": True})
+    f = _sign(tmp_path, creds, photo, "g.png", manifest)
+    checked = inspect_provenance(f, trust_anchors=creds["ca"])  # crJSON, checked (conftest)
+    assert "ambiguousActions" in _traits(checked) and "capturedMedia" in _traits(checked)
+    monkeypatch.setattr(c2pa_layer, "_CHECK_VIEW", False)  # as outside the tests
+    rendered = []
+    real = c2pa_layer._crjson
+    monkeypatch.setattr(c2pa_layer, "_crjson", lambda r: rendered.append(1) or real(r))
+    fast = inspect_provenance(f, trust_anchors=creds["ca"])  # the signer is known by now
+    assert rendered == ([1] if repeat else [])
+    assert fast.to_json()["signals"] == checked.to_json()["signals"]
+
+
+def test_a_version_1_claim_is_read_as_the_rubric_reads_it(tmp_path, creds, photo):
+    """A v1 claim has no ``claim.v2``: the rubric finds no complete-actions marker there."""
+    actions = {"actions": _created(IPTC + "digitalCapture")}
+    v1 = {
+        "claim_version": 1,
+        "claim_generator": "deepaudit-tests/1",
+        "assertions": [{"label": "c2pa.actions", "data": actions}],
+    }
+    rec = inspect_provenance(_sign(tmp_path, creds, photo, "v1.png", v1), trust_anchors=creds["ca"])
+    assert _traits(rec) == {"capturedMedia", "ambiguousActions"}
+
+
 def test_ingredients_with_and_without_manifests(tmp_path, creds, photo):
     gen = _sign(
         tmp_path, creds, photo, "gen.png", _manifest(_created(IPTC + "trainedAlgorithmicMedia"))
