@@ -370,7 +370,8 @@ def store_view(
                 )
                 if k1 in ing
             }
-            if ing.get("active_manifest"):
+            if ing.get("active_manifest") and key.startswith("c2pa.ingredient.v3"):
+                # (v1/v2 ingredients name it c2pa_manifest, which the graph does not follow)
                 value["activeManifest"] = {"url": f"self#jumbf=/c2pa/{ing['active_manifest']}"}
             assertions[key] = value
         gathered = []
