@@ -28,7 +28,6 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = ["NAMESPACE", "KeptDetectors", "kept_actor_names", "start_kept", "stop_kept_actors"]
@@ -40,16 +39,11 @@ _PREFIX = "deepaudit-detectors-"
 def kept_actor_names(scorer: Any, n: int) -> list[str]:
     """The names of ``n`` actors holding ``scorer``'s detectors loaded its way (a scan's
     ``_Scorer``: detector folders, device, precision, engine, threads)."""
-    files = []
-    for d in scorer.detectors:
-        root = Path(d)
-        for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            if p.is_file():
-                files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    from deepaudit.audit.scan import detector_files
+
+    # not the folders' engine/ caches: the ONNX engine writes there on first use, and the
+    # next scan must still find the actors
+    files = [f for d in scorer.detectors for f in detector_files(d)]
     setup = [scorer.device, scorer.precision, scorer.engine, scorer.threads]
     digest = hashlib.sha256(json.dumps([files, setup], sort_keys=True).encode()).hexdigest()
     return [f"{_PREFIX}{digest[:16]}-{i}" for i in range(n)]

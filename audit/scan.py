@@ -22,6 +22,8 @@ and SHA-256; a torn last line (a killed scan) is dropped and redone. At the end
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -235,6 +237,120 @@ class _LoadedDetector:
     spec: Any  # InputSpec
 
 
+@dataclass(frozen=True)
+class DetectorFacts:
+    """What a scan's plan needs to know of a detector, without its network: its key in the
+    results, identity, thresholds, configured parameters and input spec."""
+
+    key: str
+    identity: dict[str, Any]
+    threshold: float
+    operating_threshold: float
+    params: dict[str, Any] | None
+    spec: Any  # InputSpec
+
+    @classmethod
+    def of(cls, ld: _LoadedDetector) -> DetectorFacts:
+        return cls(
+            ld.key,
+            ld.det.identity(),
+            float(ld.det.threshold),
+            float(ld.det.operating_threshold),
+            ld.det.config().get("params"),
+            ld.spec,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "threshold": self.threshold,
+            "operating_threshold": self.operating_threshold,
+            "params": self.params,
+            "spec": dataclasses.asdict(self.spec),
+        }
+
+
+def describe_scan_detectors(
+    detectors: Sequence[str | os.PathLike[str]], precision: str, engine: str
+) -> list[DetectorFacts]:
+    """The facts of the scan's detectors, without loading those seen before: a per-user
+    cache (:func:`deepaudit_cache_dir` ``/detector-facts``) keyed by the folder's files
+    (:func:`detector_files`) and deepaudit's version. A folder not in the cache is loaded
+    once, on the CPU, and its facts are kept. The cluster scan's driver uses this: its
+    detector actors load the networks and it needs only the facts (the timm import and model
+    build alone cost it ~10 s on a 2-core machine)."""
+    from deepaudit import __version__
+    from deepaudit.detectors.inference import InputSpec, detector_keys
+    from deepaudit.devices import resolve_precision
+
+    concrete = resolve_precision(precision, "cpu")
+    out = []
+    for key, d in zip(detector_keys(detectors), detectors, strict=True):
+        path = _facts_path(d, __version__)
+        facts = None
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                facts = DetectorFacts(
+                    key,
+                    raw["identity"],
+                    float(raw["threshold"]),
+                    float(raw["operating_threshold"]),
+                    raw["params"],
+                    InputSpec(**raw["spec"]),
+                )
+        if facts is None:
+            (ld,) = load_scan_detectors([d], "cpu", concrete, engine, 0)
+            facts = replace(DetectorFacts.of(ld), key=key)
+            if path is not None:
+                _write_facts(path, facts)
+        out.append(facts)
+    return out
+
+
+def detector_files(detector: str | os.PathLike[str]) -> list[list[Any]]:
+    """(path, size, mtime) of each file that makes a detector folder what it is: not its
+    ``engine/`` cache, which the ONNX engine writes into on first use (:mod:`~deepaudit.
+    detectors.engine`), nor hidden files. A file is the folder itself when not a folder."""
+    root = Path(detector).resolve()
+    out = []
+    for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
+        rel = p.relative_to(root).parts if p != root else ()
+        if rel and (rel[0] == "engine" or any(part.startswith(".") for part in rel)):
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file():
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def deepaudit_cache_dir() -> Path:
+    """deepaudit's per-user cache: ``$DEEPAUDIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/deepaudit`` (``~/.cache/deepaudit``)."""
+    if own := os.environ.get("DEEPAUDIT_CACHE_DIR"):
+        return Path(own)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepaudit"
+
+
+def _facts_path(detector: str | os.PathLike[str], version: str) -> Path | None:
+    files = detector_files(detector)
+    if not files:
+        return None
+    digest = hashlib.sha256(json.dumps([files, version]).encode()).hexdigest()
+    return deepaudit_cache_dir() / "detector-facts" / f"{digest[:32]}.json"
+
+
+def _write_facts(path: Path, facts: DetectorFacts) -> None:
+    with contextlib.suppress(OSError, TypeError, ValueError):  # a cache: never fails a scan
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(facts.to_json(), default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+
 @dataclass
 class ScanPlan:
     """What a scan run has settled before the first file: the output folder, the loaded
@@ -373,14 +489,22 @@ def prepare_scan(
     engine: str = "auto",
     legacy_anchors: str | os.PathLike[str] | None = None,
     n_workers: int = 0,
+    describe_only: bool = False,
 ) -> ScanPlan:
     """Load the detectors, check the settings against an earlier scan in ``out_dir`` (a
-    resume must not mix detectors or settings) and read what that scan has done."""
+    resume must not mix detectors or settings) and read what that scan has done.
+    ``describe_only``: learn what the plan needs of the detectors without loading them
+    (:func:`describe_scan_detectors`; the plan then holds no loaded detector)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    loaded = load_scan_detectors(detectors, device, precision, engine, n_workers)
-    identities = {ld.key: ld.det.identity() for ld in loaded}
+    if describe_only:
+        loaded: list[_LoadedDetector] = []
+        facts = describe_scan_detectors(detectors, precision, engine)
+    else:
+        loaded = load_scan_detectors(detectors, device, precision, engine, n_workers)
+        facts = [DetectorFacts.of(ld) for ld in loaded]
+    identities = {f.key: f.identity for f in facts}
     policy = Fusion(
         rule=fusion,
         band=(float(band[0]), float(band[1])),
@@ -397,7 +521,7 @@ def prepare_scan(
         default_trust=default_trust,
         legacy_anchors=str(legacy_anchors) if legacy_anchors else None,
         frames=frames,
-        input_specs=tuple(dict.fromkeys(ld.spec for ld in loaded)),
+        input_specs=tuple(dict.fromkeys(f.spec for f in facts)),
         watermark=watermark,
     )
     if trust_anchors:
@@ -410,25 +534,25 @@ def prepare_scan(
         read_trust_anchors(legacy_anchors)
     summary = ScanSummary(
         detectors={
-            ld.key: {
+            f.key: {
                 "path": str(d),
-                **identities[ld.key],
-                "threshold": ld.det.operating_threshold,
+                **identities[f.key],
+                "threshold": f.operating_threshold,
             }
-            for ld, d in zip(loaded, detectors, strict=True)
+            for f, d in zip(facts, detectors, strict=True)
         },
-        fusion=policy.to_json() if loaded else None,
+        fusion=policy.to_json() if facts else None,
     )
     results = out / RESULTS
     fingerprint = {
         "detectors": {
-            ld.key: {
+            f.key: {
                 "path": str(Path(d).resolve()),
-                "threshold": ld.det.threshold,
-                "config": ld.det.config().get("params"),
-                "calibration": identities[ld.key].get("calibration"),
+                "threshold": f.threshold,
+                "config": f.params,
+                "calibration": identities[f.key].get("calibration"),
             }
-            for ld, d in zip(loaded, detectors, strict=True)
+            for f, d in zip(facts, detectors, strict=True)
         },
         "fusion": policy.to_json(),
         "trust_anchors": _anchors_digest(trust_anchors),

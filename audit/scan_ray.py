@@ -181,7 +181,8 @@ def run_scan_ray(
     gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
     gpu_actors = gpus >= 1 and device != "cpu"
     n_actors = actors or (int(gpus) if gpu_actors else 1)
-    # the driver loads the detectors on its CPU for their identity and the resume check only
+    # the driver needs the detectors' identity and input specs only, not their networks: the
+    # actors load those (describe_scan_detectors: from a cache after the first time)
     plan = prepare_scan(
         out_dir,
         detectors=detectors,
@@ -196,8 +197,11 @@ def run_scan_ray(
         band=band,
         engine=engine,
         legacy_anchors=legacy_anchors,
+        describe_only=True,
     )
     summary = plan.summary
+    for info in summary.detectors.values():  # until an actor reports the engine it ran
+        info.setdefault("engine", None)
     # each actor decodes on its own node, in the CPU stage: the batched decode is local-only
     summary.gpu_decode = GpuDecode("off", False, device, "not with --ray: nodes decode").to_json()
     # a CPU actor holds a core where the cluster has ACTOR_CORE_SHARE cores per actor; on a

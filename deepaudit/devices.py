@@ -32,12 +32,12 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 def select_device(preference: str = "auto") -> str:
     """ "auto" → "cuda" when a GPU is usable, else "cpu"; "cuda[:N]" fails clearly without one."""
+    if preference == "cpu":
+        return "cpu"  # (without importing torch: a cluster scan's driver need not)
     import torch
 
     if preference == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cpu":
-        return "cpu"
     if preference.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {preference!r} asked for, but no CUDA GPU is available")
@@ -101,8 +101,6 @@ class DevicePolicy:
 
 def device_policy(device: str = "auto", *, precision: Precision = "auto") -> DevicePolicy:
     """The policy for a device: "auto" precision is bf16/fp16 autocast on CUDA, fp32 on CPU."""
-    import torch
-
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
     name = select_device(device)
@@ -123,6 +121,8 @@ def device_policy(device: str = "auto", *, precision: Precision = "auto") -> Dev
             raise ValueError("fp16 autocast needs CUDA; use bf16 or fp32 on CPU")
         amp = "float16"
     else:  # auto on CUDA
+        import torch
+
         amp = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     cpus = os.cpu_count() or 1
     return DevicePolicy(

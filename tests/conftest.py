@@ -13,6 +13,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # every C2PA read renders crJSON too and checks the json()-built view and the kept
 # certificate details against it (deepaudit.c2pa_layer.known_certificates)
 os.environ.setdefault("DEEPAUDIT_CHECK_C2PA_VIEW", "1")
+# deepaudit's per-user cache (detector facts) in a folder of this run, not the user's
+os.environ.setdefault("DEEPAUDIT_CACHE_DIR", tempfile.mkdtemp(prefix="deepaudit-cache-"))
 # Under pytest-xdist each worker takes its share of the cores for torch's threads (set before
 # torch is imported; subprocesses inherit it): two workers of two threads on two cores would
 # spend their time waiting for each other.

@@ -189,3 +189,50 @@ def test_finish_keeps_the_engine_the_scoring_processes_reported(spectral, tmp_pa
     assert (
         finish_scan(plan, compact=False, csv=False, report=False).detectors[key]["engine"] is None
     )
+
+
+def test_the_cluster_driver_learns_the_detectors_facts_without_loading_them(
+    spectral, tmp_path, monkeypatch
+):
+    """A Ray scan's driver needs a detector's identity, thresholds and input spec, not its
+    network: after one load they come from a per-user cache keyed by the folder's files, so a
+    second driver imports neither torch nor timm. The ONNX engine's cache inside the folder
+    does not count; a changed file does."""
+    import shutil
+
+    from deepaudit.audit import scan
+    from deepaudit.detectors import create_detector
+
+    monkeypatch.setenv("DEEPAUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    det = shutil.copytree(spectral, tmp_path / "spectral")
+    loads: list[int] = []
+    real = scan.load_scan_detectors
+    monkeypatch.setattr(scan, "load_scan_detectors", lambda *a: loads.append(1) or real(*a))
+    first = scan.describe_scan_detectors([det], "auto", "auto")
+    again = scan.describe_scan_detectors([det], "auto", "auto")
+    assert len(loads) == 1
+    (ld,) = real([det], "cpu", "auto", "auto", 0)
+    assert again[0].to_json() == first[0].to_json() == scan.DetectorFacts.of(ld).to_json()
+    assert again[0].spec == ld.spec and again[0].key == "spectral"
+    (det / "engine").mkdir()
+    (det / "engine" / "timing.json").write_text("{}")  # the engine's cache: not the detector
+    scan.describe_scan_detectors([det], "auto", "auto")
+    assert len(loads) == 1
+    cfg = det / "config.json"
+    os.utime(cfg, ns=(cfg.stat().st_atime_ns, cfg.stat().st_mtime_ns + 1))
+    scan.describe_scan_detectors([det], "auto", "auto")
+    assert len(loads) == 2
+    # a second driver process, with a timm detector seen once: no torch, no timm
+    net = create_detector("timm", input_size=32, device="cpu").save_pretrained(tmp_path / "net")
+    scan.describe_scan_detectors([net], "auto", "auto")
+    probe = (
+        "import sys\n"
+        "from deepaudit.audit.scan import describe_scan_detectors\n"
+        f"(f,) = describe_scan_detectors([{str(net)!r}], 'auto', 'auto')\n"
+        "assert f.spec.size == 32, f\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
