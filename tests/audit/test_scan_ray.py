@@ -189,3 +189,21 @@ def test_kept_detector_actors_serve_the_next_scan_then_expire(
             pytest.fail("the kept actor did not expire")
     finally:
         stop_kept_actors()
+
+
+def test_kept_actor_names_ignore_the_engine_cache_in_a_detector_folder(spectral, tmp_path):
+    """The ONNX engine writes its graph and timings into ``DIR/engine`` on first use (CPUs
+    without bf16): the next scan must still find the actors kept for that folder."""
+    import shutil
+
+    from deepaudit.audit.ray_kept import kept_actor_names
+
+    det = shutil.copytree(spectral, tmp_path / "det")
+    how = {"device": "cpu", "precision": "auto", "engine": "auto", "threads": 1}
+    scorer = SimpleNamespace(detectors=[str(det)], **how)
+    before = kept_actor_names(scorer, 2)
+    (det / "engine").mkdir()
+    (det / "engine" / "graph.onnx").write_bytes(b"\0" * 64)
+    assert kept_actor_names(scorer, 2) == before
+    (det / "config.json").write_text((det / "config.json").read_text() + "\n")  # retrained
+    assert kept_actor_names(scorer, 2) != before
