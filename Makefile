@@ -42,7 +42,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Every benchmark (benchmarks/__main__.py), the Ray scale one in its quick form (~2 minutes).
+# Every benchmark (benchmarks/__main__.py), the Ray scale ones in their quick form (~5 minutes).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
 

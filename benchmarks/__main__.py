@@ -7,7 +7,17 @@ import json
 import sys
 from importlib.util import find_spec
 
-from benchmarks import bench_manifest, bench_media, generate, provenance, scale, scan, train, zoo
+from benchmarks import (
+    bench_manifest,
+    bench_media,
+    generate,
+    provenance,
+    scale,
+    scale_cli,
+    scan,
+    train,
+    zoo,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         # the Ray scan against the local one: always the quick form here (the full one is
         # `python -m benchmarks.scale`); skipped where the scale extra is not installed
         "scale": scale.run(quick=True) if find_spec("ray") else {"skipped": "no ray"},
+        # the same from the shell, on a long-lived cluster with kept actors (quick form)
+        "scale_cli": scale_cli.run(quick=True) if find_spec("ray") else {"skipped": "no ray"},
     }
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
