@@ -382,12 +382,12 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         rec.reason = "manifest fails validation: " + ", ".join(bad)
     if note := _expiry_note(summary):
         rec.reason += f" ({note})"
-    if read.crjson is not None:  # rendered (a new signer, a time-stamp): the rubrics' own input
+    if read.crjson is not None:  # c2pa's crJSON view: what the rubrics are defined on
         view = read.crjson
         checking = os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0")
         if checking and json_suffices(store):
             _check_view(read.path, store_view(store, read.certificates), read.crjson)
-    else:  # what the rubrics read, built from json()
+    else:  # a c2pa without crjson(): what the rubrics read, built from json()
         view = store_view(store, read.certificates)
     active_results = results.get("activeManifest")
     summary.integrity = _integrity(active_results if isinstance(active_results, dict) else None)

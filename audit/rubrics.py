@@ -326,7 +326,9 @@ def store_view(
 ) -> dict[str, Any]:
     """The parts of a store's crJSON that :func:`signal_graph` and the rubrics read, built from
     c2pa's ``Reader.json()`` (``store``) and the signers' certificate details
-    (``C2paRead.certificates``), so that crJSON need not be rendered for every file.
+    (``C2paRead.certificates``): the signals where c2pa gives no crJSON (a c2pa-python without
+    ``Reader.crjson``). Not exact where a manifest repeats an assertion label
+    (``c2pa_layer.json_suffices``).
 
     Per manifest: its label; ``claim.v2`` (or ``claim`` for a v1 claim) with ``dc:title``,
     ``dc:format`` and the gathered actions assertions; the assertions the graph reads, in

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -308,10 +309,11 @@ def describe_scan_detectors(
     return out
 
 
-def detector_files(detector: str | os.PathLike[str]) -> list[list[Any]]:
-    """(path, size, mtime) of each file that makes a detector folder what it is: not its
-    ``engine/`` cache, which the ONNX engine writes into on first use (:mod:`~deepaudit.
-    detectors.engine`), nor hidden files. A file is the folder itself when not a folder."""
+def detector_files(detector: str | os.PathLike[str], _depth: int = 0) -> list[list[Any]]:
+    """(path, size, mtime) of each file that makes a detector folder what it is, and of the
+    detector folders its config names (a ``video-frames`` detector's ``base`` image
+    detector): not a folder's ``engine/`` cache, which the ONNX engine writes into on first
+    use (:mod:`~deepaudit.detectors.engine`), nor hidden files."""
     root = Path(detector).resolve()
     out = []
     for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
@@ -324,6 +326,13 @@ def detector_files(detector: str | os.PathLike[str]) -> list[list[Any]]:
             continue
         if p.is_file():
             out.append([str(p), st.st_size, st.st_mtime_ns])
+    if _depth < 4 and root.is_dir():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            params = json.loads((root / "config.json").read_text(encoding="utf-8")).get("params")
+            for value in (params or {}).values():
+                # a path as the detector's loader takes it (relative to the working folder)
+                if isinstance(value, str) and value and (Path(value) / "config.json").is_file():
+                    out += detector_files(value, _depth + 1)
     return out
 
 
@@ -346,7 +355,7 @@ def _facts_path(detector: str | os.PathLike[str], version: str) -> Path | None:
 def _write_facts(path: Path, facts: DetectorFacts) -> None:
     with contextlib.suppress(OSError, TypeError, ValueError):  # a cache: never fails a scan
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         tmp.write_text(json.dumps(facts.to_json(), default=str), encoding="utf-8")
         os.replace(tmp, path)
 

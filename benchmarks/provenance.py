@@ -10,11 +10,7 @@
   process's CPU time (steadier on a busy machine);
 - ``ratio_cpu_time_to_bare_crjson``: against ``try_create`` + ``crjson()``, the store in the
   form the rubrics are defined on (c2pa renders it on demand; ``json()`` comes ready-made);
-- ``crjson_rendered_files``: the files of a new scan for which c2pa's crJSON was rendered
-  (a signer not seen yet, a time-stamp); ``ratio_cpu_time_if_every_file_renders_crjson``:
-  the ratio when every file needs it;
-- ``rubrics_ms_per_file``: the signals + integrity rubrics alone, on the files' rubric view
-  (built from ``json()``: ``rubrics.store_view``), each
+- ``rubrics_ms_per_file``: the signals + integrity rubrics alone, on the files' crJSON, each
   distinct input evaluated once (the caches emptied first); ``..._cached``: all from the
   caches, as in a long scan of one tool's files; ``rubric_inputs``: the distinct inputs;
 - the functions take turns on every file (the order flipping each round) and each file
@@ -96,11 +92,10 @@ def _interleaved(fns: dict, files, repeats: int, clock) -> dict[str, float]:
 def run(*, quick: bool = False) -> dict:
     import c2pa
 
-    from deepaudit import c2pa_layer
     from deepaudit.audit import rubrics as rubric_cache
     from deepaudit.audit.provenance import audit_file, inspect_provenance
-    from deepaudit.audit.rubrics import integrity_checks, signal_graph, store_view
-    from deepaudit.c2pa_layer import forget_certificates, make_context, read_file
+    from deepaudit.audit.rubrics import integrity_checks, signal_graph
+    from deepaudit.c2pa_layer import make_context, read_file
     from deepaudit.devices import cpu_flags
 
     n = 40 if quick else 400
@@ -128,19 +123,8 @@ def run(*, quick: bool = False) -> dict:
         def ours(f: Path) -> None:
             inspect_provenance(f, context=ctx)
 
-        def ours_crjson(f: Path) -> None:  # as if every signer were new or time-stamped
-            known = c2pa_layer.known_certificates
-            c2pa_layer.known_certificates = lambda store: None
-            try:
-                inspect_provenance(f, context=ctx)
-            finally:
-                c2pa_layer.known_certificates = known
-
         def full(f: Path) -> None:
             audit_file(f, context=ctx)
-
-        forget_certificates()  # how many files of a new scan render crJSON
-        renders = sum(read_file(f, context=ctx).crjson is not None for f in files)
 
         for fn in (bare, ours):  # warm the OS cache and the c2pa library
             fn(files[0])
@@ -152,7 +136,7 @@ def run(*, quick: bool = False) -> dict:
         # CPU seconds of this process: the same ratio, less disturbed by other work on a
         # shared machine (wall-clock figures above are what a user waits for)
         cpu = _interleaved(
-            {**pair, "bare_crjson": bare_crjson, "ours_crjson": ours_crjson},
+            {**pair, "bare_crjson": bare_crjson},
             files,
             repeats,
             time.process_time,
@@ -167,15 +151,14 @@ def run(*, quick: bool = False) -> dict:
             for sig in rec.to_json()["signals"] or []:
                 traits[sig["trait"]] = traits.get(sig["trait"], 0) + 1
             read = read_file(f, context=ctx)
-            if read.store:
-                stores.append((read.store, read.certificates))
+            if read.crjson:
+                stores.append(read.crjson)
 
         def rubrics() -> float:
             t = time.perf_counter()
-            for store, certs in stores:
-                view = store_view(store, certs)
-                signal_graph(view)
-                integrity_checks((view["manifests"] or [{}])[0].get("validationResults"))
+            for cr in stores:
+                signal_graph(cr)
+                integrity_checks((cr["manifests"] or [{}])[0].get("validationResults"))
             return time.perf_counter() - t
 
         rubric_cache.clear_caches()  # every distinct input evaluated once, as in a new scan
@@ -190,16 +173,10 @@ def run(*, quick: bool = False) -> dict:
         "ratio_cpu_time": round(c_bare / c_ours, 3),
         # what c2pa itself costs for the crJSON view, against all of ours: our own overhead
         "ratio_cpu_time_to_bare_crjson": round(c_bare_cr / c_ours, 3),
-        # crJSON is rendered for a signer not seen yet and for each time-stamped signature
-        # (json() lacks the certificate details): the files of a new scan that did, and the
-        # ratio when every file does (an inbox of time-stamped files, e.g. from AI services)
-        "crjson_rendered_files": renders,
-        "ratio_cpu_time_if_every_file_renders_crjson": round(c_bare / cpu["ours_crjson"], 3),
         "cpu_ms_per_file": {
             "bare_json": round(1000 * c_bare / len(files), 3),
             "bare_crjson": round(1000 * c_bare_cr / len(files), 3),
             "provenance": round(1000 * c_ours / len(files), 3),
-            "provenance_crjson_every_file": round(1000 * cpu["ours_crjson"] / len(files), 3),
         },
         "load_average_1min": round(os.getloadavg()[0], 2),
         "full_audit_files_per_s": round(len(files) / t_full, 1),

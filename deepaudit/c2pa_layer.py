@@ -40,9 +40,7 @@ __all__ = [
     "SigningCredentials",
     "asset_of_sidecar",
     "build_manifest",
-    "forget_certificates",
     "json_suffices",
-    "known_certificates",
     "load_demo_ca",
     "load_signing_credentials",
     "make_context",
@@ -476,8 +474,7 @@ class C2paRead:
     status: ReadStatus
     store: dict[str, Any] | None = None  # Reader.json(): manifests, validation_results, state
     certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → cert info
-    # Reader.crjson(), rendered only for what json() lacks (see known_certificates)
-    crjson: dict[str, Any] | None = None
+    crjson: dict[str, Any] | None = None  # Reader.crjson(): certificates, what rubrics read
     embedded: bool | None = None
     sidecar: str | None = None
     remote_url: str | None = None
@@ -547,15 +544,12 @@ def _read_opened(p: Path, source, guess, opened, ctx, use_sidecar: bool, c2pa) -
                 return C2paRead(str(p), "absent")
             with reader:
                 store = json.loads(reader.json())
-                certs = known_certificates(store) if json_suffices(store) else None
-                cr = None
-                if certs is None or _CHECK_VIEW:
-                    cr = _crjson(reader)
-                    fresh = _certificates(cr)
-                    if _CHECK_VIEW and certs is not None:
-                        _check_known(p, certs, fresh)
-                    certs = fresh
-                    _remember_certificates(store, fresh)
+                # the certificates' issuer and validity, and what the rubrics read, are in
+                # c2pa's crJSON view only: json() names a signer's certificate by subject
+                # and serial number, which another CA can copy, so nothing can stand in for
+                # rendering it per file
+                cr = _crjson(reader)
+                certs = _certificates(cr)
                 embedded = reader.is_embedded()
                 # only a manifest fetched from elsewhere has a remote URL to report
                 remote = None if embedded else reader.get_remote_url()
@@ -616,28 +610,6 @@ def _reader_supports(mime: str) -> bool:
     return mime in _reader_mimes()
 
 
-# Certificate details (issuer, validity, the subject's OU) are only in c2pa's crJSON view,
-# which costs as much again as json() to render and parse (~0.1 ms a file). A scan meets the
-# same few signers over and over, so what crJSON said about a signer's certificate is kept
-# per process, keyed by what json() gives of it (algorithm, subject CN and O, serial number):
-# crJSON is rendered for a signer not seen yet, for every time-stamped signature (the
-# time-stamp authority's certificate is in crJSON only) and for a manifest that repeats an
-# assertion label (json_suffices). The state (trusted, untrusted,
-# invalid) always comes from c2pa's validation of this file, never from the cache.
-# DEEPAUDIT_CHECK_C2PA_VIEW=1 (the tests set it) renders crJSON for every file and checks
-# that the kept details and the json()-built rubric view agree with it.
-_CHECK_VIEW = os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0")
-_KNOWN_CERTS: dict[tuple[str, ...], dict[str, Any]] = {}
-_KNOWN_MAX = 4096
-
-
-def _signer_key(manifest: Any) -> tuple[str, ...] | None:
-    sig = manifest.get("signature_info") if isinstance(manifest, dict) else None
-    if not isinstance(sig, dict) or not sig.get("cert_serial_number") or "time" in sig:
-        return None
-    return tuple(str(sig.get(k)) for k in ("alg", "issuer", "common_name", "cert_serial_number"))
-
-
 def json_suffices(store: dict[str, Any]) -> bool:
     """Whether ``json()`` tells created from gathered assertions, which the rubrics read
     (``audit.rubrics.store_view``): not when a manifest repeats an assertion label, since
@@ -650,46 +622,6 @@ def json_suffices(store: dict[str, Any]) -> bool:
             if isinstance(a, dict) and a.get("instance"):
                 return False
     return True
-
-
-def known_certificates(store: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """Certificate details per manifest label from signers seen before in this process, or
-    None when any manifest needs crJSON (a new signer, a time-stamp, no signature info)."""
-    manifests = store.get("manifests")
-    if not isinstance(manifests, dict) or not manifests:
-        return None
-    out: dict[str, dict[str, Any]] = {}
-    for label, m in manifests.items():
-        key = _signer_key(m)
-        known = _KNOWN_CERTS.get(key) if key is not None else None
-        if known is None:
-            return None
-        out[label] = {**known, "timestamp": None}
-    return out
-
-
-def _remember_certificates(store: dict[str, Any], certs: dict[str, dict[str, Any]]) -> None:
-    manifests = store.get("manifests")
-    if not isinstance(manifests, dict):
-        return
-    for label, m in manifests.items():
-        key = _signer_key(m)
-        cert = certs.get(label)
-        if key is None or not cert or cert.get("timestamp"):
-            continue
-        if len(_KNOWN_CERTS) >= _KNOWN_MAX:
-            _KNOWN_CERTS.clear()
-        _KNOWN_CERTS[key] = {k: v for k, v in cert.items() if k != "timestamp"}
-
-
-def forget_certificates() -> None:
-    """Forget the signers seen (benchmarks: the first read of each signer)."""
-    _KNOWN_CERTS.clear()
-
-
-def _check_known(path: Path, known: dict[str, Any], fresh: dict[str, Any]) -> None:
-    if known != fresh:
-        raise AssertionError(f"{path}: kept certificate details {known} != crJSON's {fresh}")
 
 
 def _crjson(reader) -> dict[str, Any] | None:

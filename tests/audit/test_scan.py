@@ -222,6 +222,11 @@ def test_the_cluster_driver_learns_the_detectors_facts_without_loading_them(
     os.utime(cfg, ns=(cfg.stat().st_atime_ns, cfg.stat().st_mtime_ns + 1))
     scan.describe_scan_detectors([det], "auto", "auto")
     assert len(loads) == 2
+    # a video detector's facts follow its base image detector's folder too
+    video = create_detector("video-frames", base=str(det)).save_pretrained(tmp_path / "video")
+    before = scan.detector_files(video)
+    os.utime(cfg, ns=(cfg.stat().st_atime_ns, cfg.stat().st_mtime_ns + 1))
+    assert scan.detector_files(video) != before
     # a second driver process, with a timm detector seen once: no torch, no timm
     net = create_detector("timm", input_size=32, device="cpu").save_pretrained(tmp_path / "net")
     scan.describe_scan_detectors([net], "auto", "auto")
