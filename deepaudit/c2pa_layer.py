@@ -666,10 +666,15 @@ def make_demo_credentials(
     key_type: Literal["ec", "rsa", "ed25519"] = "ec",
     ca: tuple[Any, Any] | None = None,
     name: str = "signer",
+    ca_organization: str | None = None,
+    serial_number: int | None = None,
 ) -> dict[str, Path]:
     """Write a throwaway CA and an end-entity signing certificate (for demos and tests).
 
     Returns paths ``ca`` (the trust anchor), ``chain`` (end-entity PEM) and ``key``.
+    ``ca_organization``: the CA's own organisation (default ``organization``);
+    ``serial_number``: the signer certificate's (default random), e.g. for a test where two
+    CAs issue the same subject and serial.
     The certificate has what c2pa-rs requires of a signer: v3, not a CA, digitalSignature,
     an Authority Key Identifier and the emailProtection extended key usage. Never use
     these for anything but demonstrations: the CA key is written beside them.
@@ -684,13 +689,15 @@ def make_demo_credentials(
     now = _dt.datetime.now(_dt.timezone.utc)
     start = not_before or now - _dt.timedelta(days=1)
 
-    def _name(cn: str) -> x509.Name:
+    def _name(cn: str, org: str = organization) -> x509.Name:
         return x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
             ]
         )
+
+    ca_org = ca_organization or organization
 
     def _usage(ca_: bool) -> x509.KeyUsage:
         return x509.KeyUsage(
@@ -709,8 +716,8 @@ def make_demo_credentials(
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(f"{organization} root CA"))
-            .issuer_name(_name(f"{organization} root CA"))
+            .subject_name(_name(f"{ca_org} root CA", ca_org))
+            .issuer_name(_name(f"{ca_org} root CA", ca_org))
             .public_key(ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(days=3650))
@@ -735,7 +742,7 @@ def make_demo_credentials(
         .subject_name(_name(f"{organization} {name}"))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial_number or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + _dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

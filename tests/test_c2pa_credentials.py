@@ -186,68 +186,6 @@ def test_a_cawg_identity_names_its_actor_with_its_own_validity(lists, tmp_path, 
     )
 
 
-def _signer_copying(folder, ca_org, days):
-    """A CA named after ``ca_org`` and a signing certificate of its with the subject and the
-    serial number another CA's signer also has ("Newsroom signer", 4242)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-
-    def name(cn, o):
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, o),
-            ]
-        )
-
-    def usage(ca):
-        return x509.KeyUsage(True, False, False, False, False, ca, ca, False, False)
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name(f"{ca_org} root", ca_org))
-        .issuer_name(name(f"{ca_org} root", ca_org))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=10))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(usage(True), True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("Newsroom signer", "Newsroom"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(4242)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(usage(False), True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    folder.mkdir()
-    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (folder / "c.pem").write_bytes(cert.public_bytes(pem))
-    (folder / "k.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return folder
-
-
 def test_a_certificate_copying_another_signers_subject_and_serial_shows_its_own_issuer(
     tmp_path, photo
 ):
@@ -255,14 +193,23 @@ def test_a_certificate_copying_another_signers_subject_and_serial_shows_its_own_
     copy: what a record says of the issuer and validity must come from this file's own
     certificate, whatever was read before (a per-process cache keyed that way gave the copy
     the first certificate's issuer and validity)."""
-    good = _signer_copying(tmp_path / "good", "Trusted Root Org", 365)
-    copy = _signer_copying(tmp_path / "copy", "Other Root Org", 2)
+
+    def signer(tag, ca_org, days):  # "Newsroom signer" (Newsroom), serial 4242
+        return make_demo_credentials(
+            tmp_path / tag,
+            organization="Newsroom",
+            ca_organization=ca_org,
+            serial_number=4242,
+            valid_days=days,
+        )
+
+    good, copy = signer("good", "Trusted Root Org", 365), signer("copy", "Other Root Org", 2)
     src = write_image(tmp_path / "p.png", photo)
-    a = sign_file(src, load_signing_credentials(good / "c.pem", good / "k.pem"), tmp_path / "a.png")
-    b = sign_file(src, load_signing_credentials(copy / "c.pem", copy / "k.pem"), tmp_path / "b.png")
-    first = inspect_provenance(a, trust_anchors=good / "ca.pem", default_trust=False)
-    second = inspect_provenance(b, trust_anchors=good / "ca.pem", default_trust=False)
-    assert (first.state, first.signer.issuer) == ("trusted", "Trusted Root Org root")
-    assert (second.state, second.signer.issuer) == ("untrusted", "Other Root Org root")
+    a = sign_file(src, load_signing_credentials(good["chain"], good["key"]), tmp_path / "a.png")
+    b = sign_file(src, load_signing_credentials(copy["chain"], copy["key"]), tmp_path / "b.png")
+    first = inspect_provenance(a, trust_anchors=good["ca"], default_trust=False)
+    second = inspect_provenance(b, trust_anchors=good["ca"], default_trust=False)
+    assert (first.state, first.signer.issuer) == ("trusted", "Trusted Root Org root CA")
+    assert (second.state, second.signer.issuer) == ("untrusted", "Other Root Org root CA")
     assert second.signer.not_after < first.signer.not_after
     assert second.signer.serial_number == first.signer.serial_number  # the copied serial
