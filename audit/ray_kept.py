@@ -21,16 +21,24 @@ same detectors on the same cluster finds them loaded (``get_if_exists``), like a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["NAMESPACE", "KeptDetectors", "kept_actor_names", "start_kept", "stop_kept_actors"]
+__all__ = [
+    "NAMESPACE",
+    "KeptDetectors",
+    "held",
+    "kept_actor_names",
+    "start_kept",
+    "stop_kept_actors",
+]
 
 NAMESPACE = "deepaudit"
 _PREFIX = "deepaudit-detectors-"
@@ -62,13 +70,17 @@ class KeptDetectors:
             ld.det.inference_threads = scorer.threads
         self.minutes = minutes
         self.last = time.monotonic()
+        self.held_until = 0.0  # a running job's driver holds it until then (see held)
         self.busy = 0
         threading.Thread(target=self._expire, daemon=True).start()
 
-    def keep(self, minutes: float) -> int:
-        """A job starts: reset the idle clock and keep at least ``minutes``; the pid."""
+    def keep(self, minutes: float, hold_s: float = 0.0) -> int:
+        """A job starts, runs (``hold_s``: its driver holds the actor that long more) or ends
+        (``hold_s`` 0): reset the idle clock and keep at least ``minutes``; the pid."""
+        now = time.monotonic()
         self.minutes = max(self.minutes, minutes)
-        self.last = time.monotonic()
+        self.last = now
+        self.held_until = now + hold_s
         return os.getpid()
 
     def score(self, scorer: Any, batch: Any) -> Any:
@@ -86,7 +98,9 @@ class KeptDetectors:
 
         while True:
             time.sleep(min(5.0, self.minutes * 15 + 0.1))
-            if not self.busy and time.monotonic() - self.last > self.minutes * 60:
+            now = time.monotonic()
+            idle = now - self.last > self.minutes * 60
+            if not self.busy and now > self.held_until and idle:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
@@ -116,18 +130,82 @@ def start_kept(
     return handles
 
 
+_PING_S = 2.0  # how often a running job's driver holds its kept actors
+_HOLD_S = 20.0  # how long one hold lasts: a driver that dies lets go this long after
+
+
+@contextlib.contextmanager
+def held(names: Sequence[str], minutes: float) -> Iterator[None]:
+    """Keep the named actors from expiring while a job runs. They count idle time from their
+    last block, and a job's first block can come later than ``minutes`` after they start (a
+    slow CPU stage, a busy machine). A thread of the driver holds them every 2 s for 20 s
+    more; at the job's end they are let go, to expire ``minutes`` after it. If the driver
+    dies, its hold lapses within 20 s."""
+    import ray
+
+    stop = threading.Event()
+
+    def ping() -> None:
+        pending: dict[str, Any] = {}
+        while True:
+            for name in names:
+                ref = pending.get(name)
+                if ref is not None and not ray.wait([ref], timeout=0)[0]:
+                    continue  # the last hold still waits behind a block: it is busy anyway
+                with contextlib.suppress(Exception):  # restarting, or not started yet
+                    actor = ray.get_actor(name, namespace=NAMESPACE)
+                    pending[name] = actor.keep.remote(minutes, _HOLD_S)
+            if stop.wait(_PING_S):
+                return
+
+    thread = threading.Thread(target=ping, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=_PING_S + 10)
+        for name in names:  # let go: the idle clock starts at the job's end
+            with contextlib.suppress(Exception):
+                ray.get_actor(name, namespace=NAMESPACE).keep.remote(minutes)
+
+
 _HANDLES: dict[str, Any] = {}
 
 
-def score_with_kept(batch: Any, names: list[str], scorer: Any) -> Any:
-    """A light task's work: one of the named actors scores the block; this waits for it."""
+def score_with_kept(
+    batch: Any,
+    names: list[str],
+    scorer: Any,
+    minutes: float = 0.0,
+    resources: dict[str, Any] | None = None,
+) -> Any:
+    """A light task's work: one of the named actors scores the block; this waits for it.
+
+    An actor can end between the job's start and this block: it expired as the job began
+    (its clock ran out while the job's ``keep`` was on its way) or was stopped. Then the
+    actor is started again under its name (``minutes``, ``resources`` as the job's) and the
+    block goes to it, for up to ~30 s while the old one's name is still taken."""
     import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
 
     name = random.choice(names)
-    actor = _HANDLES.get(name)
-    if actor is None:
-        actor = _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
-    return ray.get(actor.score.remote(scorer, batch))
+    deadline = time.monotonic() + 30
+    while True:
+        actor = _HANDLES.get(name)
+        try:
+            if actor is None:
+                actor = _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
+            return ray.get(actor.score.remote(scorer, batch))
+        except (ActorDiedError, ActorUnavailableError, ValueError) as exc:
+            _HANDLES.pop(name, None)
+            if isinstance(exc, ValueError) and "look up actor" not in str(exc):
+                raise  # a ValueError of the scoring itself, not a missing actor
+            if resources is None or time.monotonic() > deadline:
+                raise
+            with contextlib.suppress(Exception):  # its dying name may still be taken
+                start_kept([name], scorer, minutes=minutes, resources=resources)
+            time.sleep(0.5)
 
 
 def stop_kept_actors(names: Sequence[str] | None = None) -> int:

@@ -246,7 +246,12 @@ def run_scan_ray(
     seen_routes: set[str] = set()
     replaced = False
     tally = _Tally()
-    with plan.results.open("a", encoding="utf-8") as fh, _quiet_ray_data():
+    lease = contextlib.nullcontext()
+    if keep_actors > 0 and detectors:  # kept actors must not expire before their first block
+        from deepaudit.audit.ray_kept import held, kept_actor_names
+
+        lease = held(kept_actor_names(scorer, n_actors), keep_actors)
+    with lease, plan.results.open("a", encoding="utf-8") as fh, _quiet_ray_data():
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             cols = batch.to_pydict()
             for path, note, route, line, eng, heat in zip(
@@ -441,12 +446,16 @@ def _examine_and_score(
 
         names = kept_actor_names(scorer, n_actors)
         resources = {"num_cpus": actor_cpus, "num_gpus": 1 if gpu_actors else 0}
-        start_kept(
-            names, scorer, minutes=keep_actors, resources=resources | {"memory": ACTOR_MEMORY}
-        )
+        resources |= {"memory": ACTOR_MEMORY}
+        start_kept(names, scorer, minutes=keep_actors, resources=resources)
         return ds.map_batches(
             score_with_kept,
-            fn_kwargs={"names": names, "scorer": scorer},
+            fn_kwargs={
+                "names": names,
+                "scorer": scorer,
+                "minutes": keep_actors,
+                "resources": resources,
+            },
             batch_format="pyarrow",
             batch_size=None,
             compute=TaskPoolStrategy(size=2 * n_actors),  # one waiting, one queued per actor

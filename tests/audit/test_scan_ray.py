@@ -191,6 +191,24 @@ def test_kept_detector_actors_serve_the_next_scan_then_expire(
         stop_kept_actors()
 
 
+def test_kept_actors_last_until_their_first_block_however_short_the_keep(
+    inbox, spectral, creds, tmp_path, ray_cluster
+):
+    """An actor kept for 0.3 s after its last block must still be there for a job whose CPU
+    stage takes longer than that before the first block arrives: the driver holds it while
+    the job runs (``ray_kept.held``). Without that, the actor expired before scoring."""
+    from deepaudit.audit.ray_kept import stop_kept_actors
+    from deepaudit.audit.scan_ray import run_scan_ray
+
+    kw = {"detectors": [spectral], "trust_anchors": creds["ca"], "report": False}
+    run_scan([inbox["box"]], tmp_path / "local", workers=1, **kw)
+    try:
+        run_scan_ray([inbox["box"]], tmp_path / "ray", address=ray_cluster, keep_actors=0.005, **kw)
+        _alike(_rows(tmp_path / "ray"), _rows(tmp_path / "local"))
+    finally:
+        stop_kept_actors()
+
+
 def test_kept_actor_names_ignore_the_engine_cache_in_a_detector_folder(spectral, tmp_path):
     """The ONNX engine writes its graph and timings into ``DIR/engine`` on first use (CPUs
     without bf16): the next scan must still find the actors kept for that folder."""
