@@ -37,7 +37,6 @@ from deepaudit.audit.rubrics import (
     load_rubric,
     signal_graph,
     signals_output,
-    store_view,
 )
 from deepaudit.c2pa_credentials import (
     IdentityAssertion,
@@ -47,7 +46,7 @@ from deepaudit.c2pa_credentials import (
     is_identity_code,
     time_stamp_of,
 )
-from deepaudit.c2pa_layer import C2paRead, json_suffices, make_context, read_file
+from deepaudit.c2pa_layer import C2paRead, make_context, read_file
 from deepaudit.errors import error_record
 from deepaudit.iptc import claim_of, short_name
 from deepaudit.trust_lists import TrustSource, trust_source
@@ -382,16 +381,9 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         rec.reason = "manifest fails validation: " + ", ".join(bad)
     if note := _expiry_note(summary):
         rec.reason += f" ({note})"
-    if read.crjson is not None:  # c2pa's crJSON view: what the rubrics are defined on
-        view = read.crjson
-        checking = os.environ.get("DEEPAUDIT_CHECK_C2PA_VIEW", "") not in ("", "0")
-        if checking and json_suffices(store):
-            _check_view(read.path, store_view(store, read.certificates), read.crjson)
-    else:  # a c2pa without crjson(): what the rubrics read, built from json()
-        view = store_view(store, read.certificates)
     active_results = results.get("activeManifest")
     summary.integrity = _integrity(active_results if isinstance(active_results, dict) else None)
-    rec.graph = _attach_signals(summary, view)
+    rec.graph = _attach_signals(summary, read.crjson)
     if rec.graph:
         rec.ai_declaration, rec.declaration_basis = _declaration_from_signals(rec.graph)
     else:  # c2pa gave no crJSON: the digital source types alone
@@ -404,26 +396,6 @@ def _expiry_note(node: C2paManifestNode | None) -> str | None:
     if node is None:
         return None
     return expiry_note(node.signer.not_after if node.signer else None, node.time_stamp, node.codes)
-
-
-def _check_view(path: str, view: Mapping[str, Any], crjson: Mapping[str, Any]) -> None:
-    """Tests (DEEPAUDIT_CHECK_C2PA_VIEW=1): the json()-built view gives the graph, signals
-    and integrity checks that crJSON gives."""
-
-    def graph(store: Mapping[str, Any]) -> list[tuple]:
-        return [
-            (n.index, n.label, n.title, n.format, n.asserted_by, n.traits, n.ingredients, n.pseudo)
-            for n in signal_graph(store)
-        ]
-
-    def checks(store: Mapping[str, Any]) -> list[Check]:
-        first = (store.get("manifests") or [{}])[0]
-        return integrity_checks(first.get("validationResults"))
-
-    if graph(view) != graph(crjson):
-        raise AssertionError(f"{path}: json() view {graph(view)} != crJSON {graph(crjson)}")
-    if checks(view) != checks(crjson):
-        raise AssertionError(f"{path}: integrity from json() {checks(view)} != {checks(crjson)}")
 
 
 def _integrity(results: Mapping[str, Any] | None) -> list[Check]:

@@ -42,7 +42,6 @@ __all__ = [
     "load_rubric_file",
     "signal_graph",
     "signals_output",
-    "store_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,127 +318,6 @@ def signal_graph(crjson: Mapping[str, Any], rubric: Rubric | None = None) -> lis
             traits = _TRAITS[key] = _node_traits(rubric, small, node.index)
         node.traits.extend(traits)
     return nodes
-
-
-def store_view(
-    store: Mapping[str, Any], certificates: Mapping[str, Mapping[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The parts of a store's crJSON that :func:`signal_graph` and the rubrics read, built from
-    c2pa's ``Reader.json()`` (``store``) and the signers' certificate details
-    (``C2paRead.certificates``): the signals where c2pa gives no crJSON (a c2pa-python without
-    ``Reader.crjson``). Not exact where a manifest repeats an assertion label
-    (``c2pa_layer.json_suffices``).
-
-    Per manifest: its label; ``claim.v2`` (or ``claim`` for a v1 claim) with ``dc:title``,
-    ``dc:format`` and the gathered actions assertions; the assertions the graph reads, in
-    crJSON's order (the claim thumbnail, then each ingredient's thumbnail and assertion, then
-    the rest); the signer's subject; and for the active manifest its ``validationResults``.
-    Manifests come in crJSON's order: the active one first, then the store's order reversed
-    (a builder adds an ingredient's manifests, in ingredient order, before the manifest that
-    uses them); a manifest no ingredient reaches comes last. ``DEEPAUDIT_CHECK_C2PA_VIEW=1``
-    (set by the tests) checks every file's view against its crJSON.
-    """
-    manifests = store.get("manifests")
-    if not isinstance(manifests, dict):
-        return {"manifests": []}
-    certificates = certificates or {}
-    active = store.get("active_manifest")
-    out = []
-    for label in _store_order(manifests, active):
-        m = manifests[label]
-        if not isinstance(m, dict):
-            continue
-        assertions: dict[str, Any] = {}
-        thumb = m.get("thumbnail")
-        if isinstance(thumb, dict):
-            assertions["c2pa.thumbnail.claim"] = {"format": thumb.get("format")}
-        for ing in m.get("ingredients") or []:
-            if not isinstance(ing, dict) or not ing.get("label"):
-                continue
-            key = str(ing["label"])
-            t = ing.get("thumbnail")
-            if isinstance(t, dict):
-                suffix = key.split("__", 1)[1] if "__" in key else ""
-                assertions["c2pa.thumbnail.ingredient" + (f"__{suffix}" if suffix else "")] = {
-                    "format": t.get("format")
-                }
-            value: dict[str, Any] = {
-                k2: ing[k1]
-                for k1, k2 in (
-                    ("relationship", "relationship"),
-                    ("title", "dc:title"),
-                    ("format", "dc:format"),
-                )
-                if k1 in ing
-            }
-            if ing.get("active_manifest") and key.startswith("c2pa.ingredient.v3"):
-                # (v1/v2 ingredients name it c2pa_manifest, which the graph does not follow)
-                value["activeManifest"] = {"url": f"self#jumbf=/c2pa/{ing['active_manifest']}"}
-            assertions[key] = value
-        gathered = []
-        for a in m.get("assertions") or []:
-            if not isinstance(a, dict) or not a.get("label"):
-                continue
-            key = str(a["label"])
-            instance = a.get("instance")
-            if isinstance(instance, int) and instance > 0:  # crJSON's label__1, ...
-                key = f"{key}__{instance}"
-            assertions[key] = a.get("data")
-            if not a.get("created") and key.startswith("c2pa.actions"):
-                gathered.append({"url": f"self#jumbf=c2pa.assertions/{key}"})
-        claim: dict[str, Any] = {}
-        if m.get("title") is not None:
-            claim["dc:title"] = m["title"]
-        if m.get("format") is not None:
-            claim["dc:format"] = m["format"]
-        node: dict[str, Any] = {"label": label, "assertions": assertions}
-        version = m.get("claim_version")
-        if not isinstance(version, int) or version >= 2:
-            node["claim.v2"] = {**claim, "gathered_assertions": gathered}
-        else:
-            node["claim"] = claim
-        subject = (certificates.get(label) or {}).get("subject")
-        if subject:
-            node["signature"] = {"certificateInfo": {"subject": dict(subject)}}
-        if label == active:
-            results = (store.get("validation_results") or {}).get("activeManifest")
-            if isinstance(results, dict):
-                node["validationResults"] = results
-        out.append(node)
-    return {"manifests": out}
-
-
-def _store_order(manifests: Mapping[str, Any], active: Any) -> list[str]:
-    """Labels in crJSON's order: the store's order reversed, rebuilt from the ingredient tree
-    (post-order, ingredients in their order, each manifest once), then any manifest the tree
-    does not reach (by label)."""
-    post: list[str] = []
-    seen: set[str] = set()
-    if isinstance(active, str) and active in manifests:
-        seen.add(active)
-        stack: list[tuple[str, list[str]]] = [(active, _children(manifests[active]))]
-        while stack:
-            label, todo = stack[-1]
-            while todo and (todo[0] in seen or todo[0] not in manifests):
-                todo.pop(0)
-            if not todo:
-                post.append(label)
-                stack.pop()
-                continue
-            child = todo.pop(0)
-            seen.add(child)
-            stack.append((child, _children(manifests[child])))
-    rest = sorted(label for label in manifests if label not in seen)
-    return post[::-1] + rest
-
-
-def _children(manifest: Any) -> list[str]:
-    if not isinstance(manifest, dict):
-        return []
-    ings = manifest.get("ingredients") or []
-    return [
-        str(i["active_manifest"]) for i in ings if isinstance(i, dict) and i.get("active_manifest")
-    ]
 
 
 # The shipped signals rubric reads a manifest (or pseudo node) only through these paths: its

@@ -40,7 +40,6 @@ __all__ = [
     "SigningCredentials",
     "asset_of_sidecar",
     "build_manifest",
-    "json_suffices",
     "load_demo_ca",
     "load_signing_credentials",
     "make_context",
@@ -608,20 +607,6 @@ def _reader_mimes() -> frozenset[str]:
 
 def _reader_supports(mime: str) -> bool:
     return mime in _reader_mimes()
-
-
-def json_suffices(store: dict[str, Any]) -> bool:
-    """Whether ``json()`` tells created from gathered assertions, which the rubrics read
-    (``audit.rubrics.store_view``): not when a manifest repeats an assertion label, since
-    ``json()`` then marks every instance ``created`` when one of them is."""
-    manifests = store.get("manifests")
-    if not isinstance(manifests, dict):
-        return False
-    for m in manifests.values():
-        for a in (m.get("assertions") or []) if isinstance(m, dict) else []:
-            if isinstance(a, dict) and a.get("instance"):
-                return False
-    return True
 
 
 def _crjson(reader) -> dict[str, Any] | None:

@@ -10,9 +10,6 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# every C2PA read checks the rubric view built from json() (audit.rubrics.store_view, the
-# fallback where c2pa gives no crJSON) against c2pa's crJSON
-os.environ.setdefault("DEEPAUDIT_CHECK_C2PA_VIEW", "1")
 # deepaudit's per-user cache (detector facts) in a folder of this run, not the user's
 os.environ.setdefault("DEEPAUDIT_CACHE_DIR", tempfile.mkdtemp(prefix="deepaudit-cache-"))
 # Under pytest-xdist each worker takes its share of the cores for torch's threads (set before
