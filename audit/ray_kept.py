@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from deepaudit.errors import DeepauditError
+
 __all__ = [
     "NAMESPACE",
     "KeptDetectors",
@@ -193,19 +195,21 @@ def score_with_kept(
     deadline = time.monotonic() + 30
     while True:
         actor = _HANDLES.get(name)
-        try:
-            if actor is None:
+        if actor is None:
+            with contextlib.suppress(ValueError):  # no actor of that name (any more)
                 actor = _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
-            return ray.get(actor.score.remote(scorer, batch))
-        except (ActorDiedError, ActorUnavailableError, ValueError) as exc:
-            _HANDLES.pop(name, None)
-            if isinstance(exc, ValueError) and "look up actor" not in str(exc):
-                raise  # a ValueError of the scoring itself, not a missing actor
-            if resources is None or time.monotonic() > deadline:
-                raise
-            with contextlib.suppress(Exception):  # its dying name may still be taken
-                start_kept([name], scorer, minutes=minutes, resources=resources)
-            time.sleep(0.5)
+        if actor is not None:
+            try:
+                return ray.get(actor.score.remote(scorer, batch))
+            except (ActorDiedError, ActorUnavailableError):
+                if resources is None or time.monotonic() > deadline:
+                    raise
+                _HANDLES.pop(name, None)
+        elif resources is None or time.monotonic() > deadline:
+            raise DeepauditError(f"detector actor {name} is gone and could not be started")
+        with contextlib.suppress(Exception):  # its dying name may still be taken
+            start_kept([name], scorer, minutes=minutes, resources=resources)
+        time.sleep(0.5)
 
 
 def stop_kept_actors(names: Sequence[str] | None = None) -> int:

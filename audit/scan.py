@@ -270,18 +270,31 @@ class DetectorFacts:
             "spec": dataclasses.asdict(self.spec),
         }
 
+    @classmethod
+    def from_json(cls, key: str, raw: dict[str, Any]) -> DetectorFacts:
+        from deepaudit.detectors.inference import InputSpec
+
+        return cls(
+            key,
+            raw["identity"],
+            float(raw["threshold"]),
+            float(raw["operating_threshold"]),
+            raw["params"],
+            InputSpec(**raw["spec"]),
+        )
+
 
 def describe_scan_detectors(
     detectors: Sequence[str | os.PathLike[str]], precision: str, engine: str
 ) -> list[DetectorFacts]:
     """The facts of the scan's detectors, without loading those seen before: a per-user
-    cache (:func:`deepaudit_cache_dir` ``/detector-facts``) keyed by the folder's files
+    cache (``deepaudit.devices.user_cache_dir()/detector-facts``) keyed by the folder's files
     (:func:`detector_files`) and deepaudit's version. A folder not in the cache is loaded
     once, on the CPU, and its facts are kept. The cluster scan's driver uses this: its
     detector actors load the networks and it needs only the facts (the timm import and model
     build alone cost it ~10 s on a 2-core machine)."""
     from deepaudit import __version__
-    from deepaudit.detectors.inference import InputSpec, detector_keys
+    from deepaudit.detectors.inference import detector_keys
     from deepaudit.devices import resolve_precision
 
     concrete = resolve_precision(precision, "cpu")
@@ -291,15 +304,7 @@ def describe_scan_detectors(
         facts = None
         if path is not None:
             with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-                raw = json.loads(path.read_text(encoding="utf-8"))
-                facts = DetectorFacts(
-                    key,
-                    raw["identity"],
-                    float(raw["threshold"]),
-                    float(raw["operating_threshold"]),
-                    raw["params"],
-                    InputSpec(**raw["spec"]),
-                )
+                facts = DetectorFacts.from_json(key, json.loads(path.read_text(encoding="utf-8")))
         if facts is None:
             (ld,) = load_scan_detectors([d], "cpu", concrete, engine, 0)
             facts = replace(DetectorFacts.of(ld), key=key)
@@ -336,20 +341,14 @@ def detector_files(detector: str | os.PathLike[str], _depth: int = 0) -> list[li
     return out
 
 
-def deepaudit_cache_dir() -> Path:
-    """deepaudit's per-user cache: ``$DEEPAUDIT_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/deepaudit`` (``~/.cache/deepaudit``)."""
-    if own := os.environ.get("DEEPAUDIT_CACHE_DIR"):
-        return Path(own)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepaudit"
-
-
 def _facts_path(detector: str | os.PathLike[str], version: str) -> Path | None:
     files = detector_files(detector)
     if not files:
         return None
     digest = hashlib.sha256(json.dumps([files, version]).encode()).hexdigest()
-    return deepaudit_cache_dir() / "detector-facts" / f"{digest[:32]}.json"
+    from deepaudit.devices import user_cache_dir
+
+    return user_cache_dir() / "detector-facts" / f"{digest[:32]}.json"
 
 
 def _write_facts(path: Path, facts: DetectorFacts) -> None:
@@ -547,6 +546,7 @@ def prepare_scan(
                 "path": str(d),
                 **identities[f.key],
                 "threshold": f.operating_threshold,
+                "engine": None,  # what ran it, once a scoring process reports it
             }
             for f, d in zip(facts, detectors, strict=True)
         },
@@ -679,9 +679,8 @@ def finish_scan(plan: ScanPlan, *, compact: bool, csv: bool, report: bool) -> Sc
     summary.seconds = time.perf_counter() - plan.started
     for ld in loaded:  # what ran each detector (known once it has scored something)
         choice = getattr(ld.det, "engine_choice", None)
-        if choice is not None or "engine" not in summary.detectors[ld.key]:
-            # a Ray scan's actors reported theirs already; the driver's copy never scored
-            summary.detectors[ld.key]["engine"] = choice.to_json() if choice is not None else None
+        if choice is not None:
+            summary.detectors[ld.key]["engine"] = choice.to_json()
     keys = [ld.key for ld in loaded]
     loaded.clear()  # the models, their engines and caches go before the report is built:
     _release_memory()  # the report's peak then stays under the scan's (flat memory in N)

@@ -200,8 +200,6 @@ def run_scan_ray(
         describe_only=True,
     )
     summary = plan.summary
-    for info in summary.detectors.values():  # until an actor reports the engine it ran
-        info.setdefault("engine", None)
     # each actor decodes on its own node, in the CPU stage: the batched decode is local-only
     summary.gpu_decode = GpuDecode("off", False, device, "not with --ray: nodes decode").to_json()
     # a CPU actor holds a core where the cluster has ACTOR_CORE_SHARE cores per actor; on a
@@ -230,6 +228,13 @@ def run_scan_ray(
     # the earlier run's records, in parts the CPU tasks fetch by path (the refs stay alive here)
     prev_refs = [ray.put(part) for part in _parts(plan.done)]
     plan.done.clear()
+    kept: list[str] = []  # the names of detector actors that outlive the job
+    lease = contextlib.nullcontext()
+    if keep_actors > 0 and detectors:
+        from deepaudit.audit.ray_kept import held, kept_actor_names
+
+        kept = kept_actor_names(scorer, n_actors)
+        lease = held(kept, keep_actors)  # they must not expire before their first block
     ds = _pipeline(
         paths,
         plan,
@@ -240,17 +245,13 @@ def run_scan_ray(
         gpu_actors=gpu_actors,
         actor_cpus=actor_cpus,
         block_rows=block_rows,
+        kept=kept,
         keep_actors=keep_actors,
     )
     walk_errors: list[str] = []
     seen_routes: set[str] = set()
     replaced = False
     tally = _Tally()
-    lease = contextlib.nullcontext()
-    if keep_actors > 0 and detectors:  # kept actors must not expire before their first block
-        from deepaudit.audit.ray_kept import held, kept_actor_names
-
-        lease = held(kept_actor_names(scorer, n_actors), keep_actors)
     with lease, plan.results.open("a", encoding="utf-8") as fh, _quiet_ray_data():
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             cols = batch.to_pydict()
@@ -359,6 +360,7 @@ def _pipeline(
     gpu_actors: bool,
     actor_cpus: int,
     block_rows: int,
+    kept: Sequence[str] = (),
     keep_actors: float = 0.0,
 ):
     import ray.data
@@ -398,6 +400,7 @@ def _pipeline(
             n_actors,
             gpu_actors,
             actor_cpus,
+            kept,
             keep_actors,
         )
 
@@ -424,6 +427,7 @@ def _examine_and_score(
     n_actors: int,
     gpu_actors: bool,
     actor_cpus: int,
+    kept: Sequence[str] = (),
     keep_actors: float = 0.0,
 ) -> Any:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -441,17 +445,16 @@ def _examine_and_score(
         return ds.map_batches(
             scorer, batch_format="pyarrow", batch_size=None, num_cpus=1, max_retries=1
         )
-    if keep_actors > 0:  # named actors that outlive the job; light tasks hand them blocks
-        from deepaudit.audit.ray_kept import kept_actor_names, score_with_kept, start_kept
+    if kept:  # named actors that outlive the job; light tasks hand them blocks
+        from deepaudit.audit.ray_kept import score_with_kept, start_kept
 
-        names = kept_actor_names(scorer, n_actors)
         resources = {"num_cpus": actor_cpus, "num_gpus": 1 if gpu_actors else 0}
         resources |= {"memory": ACTOR_MEMORY}
-        start_kept(names, scorer, minutes=keep_actors, resources=resources)
+        start_kept(kept, scorer, minutes=keep_actors, resources=resources)
         return ds.map_batches(
             score_with_kept,
             fn_kwargs={
-                "names": names,
+                "names": list(kept),
                 "scorer": scorer,
                 "minutes": keep_actors,
                 "resources": resources,

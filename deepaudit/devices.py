@@ -11,6 +11,7 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "resolve_precision",
     "seed_everything",
     "select_device",
+    "user_cache_dir",
 ]
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -233,3 +235,12 @@ def describe_environment() -> dict[str, Any]:
         "default_device": select_device("auto"),
         "versions": versions,
     }
+
+
+def user_cache_dir() -> Path:
+    """deepaudit's per-user cache (ONNX graphs of read-only detector folders, the facts a
+    cluster scan's driver keeps of detectors): ``$DEEPAUDIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/deepaudit`` (``~/.cache/deepaudit``)."""
+    if own := os.environ.get("DEEPAUDIT_CACHE_DIR"):
+        return Path(own)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepaudit"

@@ -8,7 +8,7 @@ largest score difference 3e-8). A network detector therefore runs through an eng
 - ``onnx``: the module exported once to ONNX (the TorchScript exporter, opset 17) and run by
   ONNX Runtime's CPU provider. The graph is cached next to the detector
   (``DIR/engine/<sha256 of the weights>-<shape>.onnx``; a read-only folder falls back to
-  ``$XDG_CACHE_HOME/deepaudit/engines``), with both engines' times per thread count as
+  ``deepaudit.devices.user_cache_dir()/engines``), with both engines' times per thread count as
   measured here (``<key>.json``). At export its outputs are compared with torch's on
   fixed batches — two input sizes when the detector takes images of any size — and a graph
   that differs by more than 1e-4 is refused (deleted; torch is used);
@@ -151,8 +151,9 @@ def _cache_dir(detector_dir: Path | None) -> Path:
             return d
         except OSError:
             pass
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    d = base / "deepaudit" / "engines"
+    from deepaudit.devices import user_cache_dir
+
+    d = user_cache_dir() / "engines"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
