@@ -498,80 +498,97 @@ def read_file(
     ctx = context if context is not None else make_context(trust_anchors)
     from deepaudit.media import open_media
 
-    with contextlib.ExitStack() as files:
-        fh = None  # the file, open once, when the caller holds no copy of it
-        try:
-            if source is None:  # sniff the first bytes; c2pa then streams the file itself
-                source, fh = open_media(p)
-                files.enter_context(fh)
-            guess = source.guess
-        except OSError as exc:
-            return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {exc}")
-        except DeepauditError as exc:  # not media at all: nothing C2PA could be attached to
-            reason = getattr(exc, "reason", str(exc))
-            status: ReadStatus = "unreadable" if "permission" in reason.lower() else "unsupported"
-            return C2paRead(str(p), status, error=reason)
+    fh = None  # the file, open once, when the caller holds no copy of it
+    try:
+        if source is None:  # sniff the first bytes; c2pa then streams the file itself
+            source, fh = open_media(p)
+        guess = source.guess
         mime = _SIGNABLE_MIME.get(guess.format or "") or mimetypes.guess_type(p.name)[0]
         if mime is None or not _reader_supports(mime):
             return C2paRead(str(p), "unsupported", error=f"C2PA cannot read {guess.description}")
-        side = sidecar_path(p) if use_sidecar else None
-        manifest_data = None
-        if side is not None and side != p and os.path.isfile(side):
+        # the bytes the caller holds (a scan's one read), else the open file: c2pa pulls
+        # small reads into one buffer, cheaper than a fresh whole-file copy per file
+        # (benchmarks/provenance.py: 0.04-0.06 of the ratio to the bare reader)
+        if fh is None:
             try:
-                manifest_data = side.read_bytes()
-            except OSError as exc:
-                return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
+                fh = source.stream()
+            except DeepauditError as exc:  # a large file that went away since it was sniffed
+                return C2paRead(str(p), "unreadable", error=getattr(exc, "reason", str(exc)))
+        # the asset's own store first; its sidecar only where the asset holds none (or only a
+        # remote reference), in c2pa-rs's order (``Reader::from_file``)
+        found = _read_store(c2pa, p, mime, fh, None, ctx)
+        side = sidecar_path(p) if use_sidecar else None
+        if found.status not in ("absent", "remote") or side is None or side == p:
+            return found
         try:
-            # the bytes the caller holds (a scan's one read), else the open file: c2pa pulls
-            # small reads into one buffer, cheaper than a fresh whole-file copy per file
-            # (benchmarks/provenance.py: 0.04-0.06 of the ratio to the bare reader)
-            if fh is None:
-                fh = files.enter_context(source.stream())
-            reader = c2pa.Reader.try_create(mime, fh, manifest_data, context=ctx)
-            if reader is None:
-                return C2paRead(str(p), "absent")
-            with reader:
-                store = json.loads(reader.json())
-                # crJSON is what the rubrics are defined on, and the certificates' issuer and
-                # validity are there only: json() names a signer's certificate by subject and
-                # serial number, which another CA can copy, so nothing kept from another file
-                # can stand in for it
-                cr = _crjson(reader)
-                certs = _certificates(cr)
-                embedded = reader.is_embedded()
-                # only a manifest fetched from elsewhere has a remote URL to report
-                remote = None if embedded else reader.get_remote_url()
-        except c2pa.C2paError as exc:
-            message = _one_line(exc)
-            if message.startswith("Remote:"):
-                url = message.split(" url ", 1)[1].strip() if " url " in message else None
-                return C2paRead(str(p), "remote", remote_url=url, error=message)
-            if "ManifestNotFound" in type(exc).__name__:
-                return C2paRead(str(p), "absent")
-            if "NotSupported" in type(exc).__name__:
-                return C2paRead(str(p), "unsupported", error=message)
-            kind = type(exc).__name__.lstrip("_").removeprefix("C2pa") or "C2paError"
-            if manifest_data is None and not _has_manifest_marker(p):
-                # c2pa could not parse the *asset* (truncated, corrupt) and nothing in it looks
-                # like a manifest store: that is a broken file without provenance, not tampering
-                return C2paRead(str(p), "absent", error=f"{kind}: {message}")
-            return C2paRead(str(p), "error", error=f"{kind}: {message}")
+            manifest_data = side.read_bytes()
+        except FileNotFoundError:
+            return found
         except OSError as exc:
-            return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
-        except DeepauditError as exc:  # a large file that went away before c2pa's stream opened
-            return C2paRead(str(p), "unreadable", error=getattr(exc, "reason", str(exc)))
-        except ValueError as exc:
-            return C2paRead(str(p), "error", error=f"{type(exc).__name__}: {_one_line(exc)}")
-        return C2paRead(
-            str(p),
-            "ok",
-            store=store,
-            certificates=certs,
-            crjson=cr,
-            embedded=embedded,
-            sidecar=str(side) if manifest_data is not None else None,
-            remote_url=remote,
-        )
+            return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
+        fh.seek(0)
+        found = _read_store(c2pa, p, mime, fh, manifest_data, ctx)
+        if found.status == "ok":
+            found.sidecar = str(side)
+        return found
+    except OSError as exc:
+        return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    except DeepauditError as exc:  # not media at all: nothing C2PA could be attached to
+        reason = getattr(exc, "reason", str(exc))
+        status: ReadStatus = "unreadable" if "permission" in reason.lower() else "unsupported"
+        return C2paRead(str(p), status, error=reason)
+    finally:
+        if fh is not None:
+            fh.close()
+
+
+def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) -> C2paRead:
+    """One c2pa read of the file ``fh``: its embedded store, or ``manifest_data`` (a sidecar)
+    checked against it."""
+    try:
+        reader = c2pa.Reader.try_create(mime, fh, manifest_data, context=ctx)
+        if reader is None:
+            return C2paRead(str(p), "absent")
+        with reader:
+            store = _loads(reader.json())
+            # crJSON is what the rubrics are defined on, and the certificates' issuer and
+            # validity are there only: json() names a signer's certificate by subject and
+            # serial number, which another CA can copy, so nothing kept from another file
+            # can stand in for it
+            cr = _crjson(reader)
+            embedded = reader.is_embedded()
+            # only a manifest fetched from elsewhere has a remote URL to report
+            remote = None if embedded else reader.get_remote_url()
+    except c2pa.C2paError as exc:
+        message = _one_line(exc)
+        if message.startswith("Remote:"):
+            url = message.split(" url ", 1)[1].strip() if " url " in message else None
+            return C2paRead(str(p), "remote", remote_url=url, error=message)
+        if "ManifestNotFound" in type(exc).__name__:
+            return C2paRead(str(p), "absent")
+        if "NotSupported" in type(exc).__name__:
+            return C2paRead(str(p), "unsupported", error=message)
+        kind = type(exc).__name__.lstrip("_").removeprefix("C2pa") or "C2paError"
+        if manifest_data is None and not _has_manifest_marker(p):
+            # c2pa could not parse the *asset* (truncated, corrupt) and nothing in it looks
+            # like a manifest store: that is a broken file without provenance, not tampering
+            return C2paRead(str(p), "absent", error=f"{kind}: {message}")
+        return C2paRead(str(p), "error", error=f"{kind}: {message}")
+    except OSError as exc:
+        return C2paRead(str(p), "unreadable", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    except DeepauditError as exc:  # a large file that went away while c2pa read it
+        return C2paRead(str(p), "unreadable", error=getattr(exc, "reason", str(exc)))
+    except ValueError as exc:
+        return C2paRead(str(p), "error", error=f"{type(exc).__name__}: {_one_line(exc)}")
+    return C2paRead(
+        str(p),
+        "ok",
+        store=store,
+        certificates=_certificates(cr),
+        crjson=cr,
+        embedded=embedded,
+        remote_url=remote,
+    )
 
 
 def _has_manifest_marker(path: Path) -> bool:
@@ -598,10 +615,23 @@ def _reader_supports(mime: str) -> bool:
     return mime in _reader_mimes()
 
 
+try:  # c2pa renders its stores as JSON text: orjson parses it ~2.5x faster than json
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - an install without it
+    _fast_loads = json.loads
+
+
+def _loads(text: str) -> Any:
+    try:
+        return _fast_loads(text)
+    except ValueError:  # what orjson refuses and json takes (an integer beyond 64 bits)
+        return json.loads(text)
+
+
 def _crjson(reader) -> dict[str, Any] | None:
     """The store in C2PA's crJSON form (what the Asset Rubrics evaluate), or None."""
     try:
-        cr = json.loads(reader.crjson())
+        cr = _loads(reader.crjson())
     except Exception:  # older/newer c2pa without crjson, or a store it cannot render
         return None
     return cr if isinstance(cr, dict) else None

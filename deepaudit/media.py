@@ -195,8 +195,9 @@ def load_file(
 ) -> LoadedFile:
     """Read a file once (whole when small); MediaError for folders, pipes and I/O errors."""
     p = Path(path)
+    fh, st = _open_regular(p)
     try:
-        with _open_regular(p) as (fh, st):
+        with fh:
             if st.st_size <= in_memory_bytes:
                 data = fh.read()
                 return LoadedFile(p, len(data), st.st_mtime_ns, data[:_SNIFF_BYTES], data)
@@ -211,35 +212,31 @@ def open_media(path: str | os.PathLike[str]) -> tuple[LoadedFile, BinaryIO]:
     without ``data``) and the open file at offset 0, which the caller closes. Errors as
     :func:`load_file`."""
     p = Path(path)
+    fh, st = _open_regular(p)
     try:
-        with _open_regular(p, keep=True) as (fh, st):
-            head = fh.read(_SNIFF_BYTES)
-            fh.seek(0)
+        head = fh.read(_SNIFF_BYTES)
+        fh.seek(0)
     except OSError as exc:
+        fh.close()
         raise MediaError(p, _os_reason(exc)) from exc
     return LoadedFile(p, st.st_size, st.st_mtime_ns, head), fh
 
 
-@contextlib.contextmanager
-def _open_regular(p: Path, *, keep: bool = False):
-    """(file, stat) of a regular file; closed on leaving unless ``keep`` (and no error).
-    MediaError for folders, pipes, devices and invalid paths; OSError otherwise."""
+def _open_regular(p: Path) -> tuple[BinaryIO, os.stat_result]:
+    """(open file, stat) of a regular file, which the caller closes. MediaError for folders,
+    pipes, devices, invalid paths and I/O errors. A plain function, not a context manager:
+    the provenance read calls it per file (benchmarks/provenance.py)."""
     try:
-        st = p.stat()  # before opening: opening a FIFO would block
+        st = os.stat(p)  # before opening: opening a FIFO would block
+        if stat.S_ISDIR(st.st_mode):
+            raise MediaError(p, "is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise MediaError(p, "not a regular file (a pipe, socket or device)")
+        return open(p, "rb"), st  # the caller closes it
     except ValueError as exc:  # e.g. an embedded NUL byte in the path
         raise MediaError(p, f"invalid path ({exc})") from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise MediaError(p, "is a directory, not a file")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise MediaError(p, "not a regular file (a pipe, socket or device)")
-    fh = open(p, "rb")  # noqa: SIM115 - closed below, or handed to the caller
-    try:
-        yield fh, st
-    except BaseException:
-        fh.close()
-        raise
-    if not keep:
-        fh.close()
+    except OSError as exc:
+        raise MediaError(p, _os_reason(exc)) from exc
 
 
 def sniff_format(path: str | os.PathLike[str]) -> FormatGuess:

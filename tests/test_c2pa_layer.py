@@ -102,6 +102,22 @@ def test_sidecar_leaves_media_untouched(tmp_path, photo, creds):
     assert read_file(out, use_sidecar=False).status == "absent"
 
 
+def test_an_embedded_manifest_wins_over_a_sidecar_as_in_c2pa_rs(tmp_path, photo, creds):
+    """c2pa-rs (``Reader::from_file``) reads a sidecar only when the asset holds no store."""
+    src = write_image(tmp_path / "a.png", photo)
+    embedded = sign_file(src, creds["signing"], tmp_path / "e.png")
+    other = sign_file(src, creds["signing"], tmp_path / "o.png", sidecar=True)
+    sidecar_path(other).rename(sidecar_path(embedded))  # a sidecar for other bytes
+    read = read_file(embedded)
+    assert (read.status, read.embedded, read.sidecar) == ("ok", True, None)
+    # the same sidecar beside an unsigned copy of the bytes it was made for: it is read
+    (tmp_path / "u.png").write_bytes(src.read_bytes())
+    sidecar_path(embedded).rename(sidecar_path(tmp_path / "u.png"))
+    read = read_file(tmp_path / "u.png")
+    assert read.status == "ok" and read.sidecar == str(sidecar_path(tmp_path / "u.png"))
+    assert read.embedded is False
+
+
 def test_signing_in_place_is_atomic_and_leaves_no_temp_files(tmp_path, photo, creds):
     src = write_image(tmp_path / "a.png", photo)
     sign_file(src, creds["signing"])
