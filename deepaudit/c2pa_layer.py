@@ -550,12 +550,15 @@ def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) 
         if reader is None:
             return C2paRead(str(p), "absent")
         with reader:
-            store = _loads(reader.json())
             # crJSON is what the rubrics are defined on, and the certificates' issuer and
             # validity are there only: json() names a signer's certificate by subject and
             # serial number, which another CA can copy, so nothing kept from another file
-            # can stand in for it
+            # can stand in for it. json() is rendered too only where crJSON leaves out
+            # something the interpretation reads (store_from_crjson says where).
             cr = _crjson(reader)
+            store = store_from_crjson(cr) if cr is not None else None
+            if store is None:
+                store = _loads(reader.json())
             embedded = reader.is_embedded()
             # only a manifest fetched from elsewhere has a remote URL to report
             remote = None if embedded else reader.get_remote_url()
@@ -635,6 +638,100 @@ def _crjson(reader) -> dict[str, Any] | None:
     except Exception:  # older/newer c2pa without crjson, or a store it cannot render
         return None
     return cr if isinstance(cr, dict) else None
+
+
+_MANIFEST_URI = "self#jumbf=/c2pa/"
+
+
+def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
+    """What :func:`audit.provenance.interpret` reads of ``Reader.json()``, built from the crJSON
+    of the same read, so that c2pa renders the store once; None where crJSON does not say it
+    all, and the caller renders json().
+
+    The fields: the active manifest (crJSON's first: c2pa-rs puts it there), its validation
+    results and ingredient deltas, the validation state (c2pa-rs's rule: a failure in either
+    is Invalid, else ``signingCredential.trusted`` is Trusted, else Valid), and per manifest
+    the title, claim generator, signing time (the time-stamp's), the actions assertions and
+    the ingredients (title, format, relationship, manifest label, recorded validation
+    results), each in the claim's order (created, then gathered assertions), as json() lists
+    them. None for: a v1 claim, an update manifest, redactions, a v1/v2 ingredient, a CAWG
+    identity assertion (json() decodes its credential; crJSON keeps it raw), anything not
+    shaped as expected. ``tests/test_c2pa_layer.py`` checks that records built either way
+    are equal."""
+    ms = cr.get("manifests")
+    if not isinstance(ms, list) or not ms or not all(isinstance(m, dict) for m in ms):
+        return None
+    manifests: dict[str, Any] = {}
+    for m in ms:
+        label, claim, found = m.get("label"), m.get("claim.v2"), m.get("assertions")
+        if not isinstance(label, str) or not isinstance(claim, dict) or not isinstance(found, dict):
+            return None
+        if m.get("isUpdateManifest") or claim.get("redacted_assertions"):
+            return None
+        keys = [
+            r["url"].rsplit("/", 1)[-1]
+            for part in ("created_assertions", "gathered_assertions")
+            for r in claim.get(part) or []
+            if isinstance(r, dict) and isinstance(r.get("url"), str)
+        ]
+        keys = [k for k in dict.fromkeys(keys) if k in found] + [k for k in found if k not in keys]
+        actions, ingredients = [], []
+        for key in keys:
+            data, base = found[key], key.split("__", 1)[0]
+            if base.startswith("cawg.identity"):
+                return None
+            if base.startswith("c2pa.actions"):
+                actions.append({"label": key, "data": data})
+            elif base.startswith("c2pa.ingredient"):
+                if base != "c2pa.ingredient.v3" or not isinstance(data, dict):
+                    return None
+                ingredient = {
+                    "title": data.get("dc:title"),
+                    "format": data.get("dc:format"),
+                    "relationship": data.get("relationship"),
+                }
+                ref = data.get("activeManifest")
+                if ref is not None:
+                    url = ref.get("url") if isinstance(ref, dict) else None
+                    if not isinstance(url, str) or not url.startswith(_MANIFEST_URI):
+                        return None
+                    ingredient["active_manifest"] = url[len(_MANIFEST_URI) :].split("/", 1)[0]
+                if "validationResults" in data:
+                    ingredient["validation_results"] = data["validationResults"]
+                ingredients.append(ingredient)
+        info = claim.get("claim_generator_info")
+        stamp = (m.get("signature") or {}).get("timeStampInfo")
+        time = stamp.get("timestamp") if isinstance(stamp, dict) else None
+        manifests[label] = {
+            "title": claim.get("dc:title"),
+            "claim_generator_info": [info] if isinstance(info, dict) else info,
+            "assertions": actions,
+            "ingredients": ingredients,
+            "signature_info": {"time": time} if time else {},
+        }
+    active = ms[0]
+    results = active.get("validationResults")
+    deltas = active.get("ingredientDeltas")
+    if not isinstance(results, dict) or not isinstance(deltas or [], list):
+        return None
+    own = {k: results[k] for k in ("success", "informational", "failure") if k in results}
+    failed = bool(own.get("failure")) or any(
+        isinstance(d, dict) and (d.get("validationDeltas") or {}).get("failure")
+        for d in deltas or []
+    )
+    trusted = any(
+        isinstance(e, dict) and e.get("code") == "signingCredential.trusted"
+        for e in own.get("success") or []
+    )
+    validation: dict[str, Any] = {"activeManifest": own}
+    if deltas is not None:
+        validation["ingredientDeltas"] = deltas
+    return {
+        "active_manifest": active["label"],
+        "manifests": manifests,
+        "validation_results": validation,
+        "validation_state": "Invalid" if failed else "Trusted" if trusted else "Valid",
+    }
 
 
 def _certificates(cr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -60,6 +60,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _stores_built_from_crjson_read_as_json_does(monkeypatch):
+    """On every C2PA read of every test: where ``c2pa_layer.store_from_crjson`` builds the
+    store from crJSON (c2pa then renders json() no more), the provenance record it gives is
+    the one json() gives, field for field."""
+    from deepaudit import c2pa_layer
+
+    real = c2pa_layer._crjson
+
+    def checking(reader):
+        cr = real(reader)
+        built = c2pa_layer.store_from_crjson(cr) if cr is not None else None
+        if built is not None:
+            from deepaudit.audit.provenance import interpret
+
+            def record(store):
+                read = c2pa_layer.C2paRead(
+                    "x", "ok", store=store, certificates=c2pa_layer._certificates(cr), crjson=cr
+                )
+                return interpret(read).to_json()
+
+            assert record(built) == record(c2pa_layer._loads(reader.json()))
+        return cr
+
+    monkeypatch.setattr(c2pa_layer, "_crjson", checking)
+
+
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     """A real photograph (scikit-image's astronaut), cropped to 96×128 so it is not square."""
