@@ -65,6 +65,8 @@ def _stores_built_from_crjson_read_as_json_does(monkeypatch):
     """On every C2PA read of every test: where ``c2pa_layer.store_from_crjson`` builds the
     store from crJSON (c2pa then renders json() no more), the provenance record it gives is
     the one json() gives, field for field."""
+    import json
+
     from deepaudit import c2pa_layer
 
     real = c2pa_layer._crjson
@@ -81,9 +83,10 @@ def _stores_built_from_crjson_read_as_json_does(monkeypatch):
                 )
                 return interpret(read).to_json()
 
-            assert record(built) == record(c2pa_layer._loads(reader.json()))
+            assert record(built) == record(json.loads(reader.json()))
         return cr
 
+    checking.__wrapped__ = real  # for a test that reads without the check
     monkeypatch.setattr(c2pa_layer, "_crjson", checking)
 
 

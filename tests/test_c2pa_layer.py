@@ -13,6 +13,7 @@ from deepaudit.c2pa_layer import (
     read_trust_anchors,
     sidecar_path,
     sign_file,
+    store_from_crjson,
 )
 from deepaudit.media import write_image
 
@@ -123,3 +124,81 @@ def test_signing_in_place_is_atomic_and_leaves_no_temp_files(tmp_path, photo, cr
     sign_file(src, creds["signing"])
     assert read_file(src).status == "ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeypatch):
+    """c2pa renders the store once: json() is not asked for where crJSON says it all."""
+    import c2pa
+
+    from deepaudit import c2pa_layer
+
+    signed = sign_file(write_image(tmp_path / "a.png", photo), creds["signing"], tmp_path / "s.png")
+
+    def refused(self):
+        raise AssertionError("json() rendered")
+
+    monkeypatch.setattr(c2pa.Reader, "json", refused)
+    # without conftest's check, which renders json() to compare
+    monkeypatch.setattr(c2pa_layer, "_crjson", c2pa_layer._crjson.__wrapped__)
+    read = read_file(signed, trust_anchors=creds["ca"])
+    assert read.status == "ok" and read.store["validation_state"] == "Trusted"
+    assert read.store["active_manifest"] == read.crjson["manifests"][0]["label"]
+
+
+@pytest.mark.parametrize(
+    "cr",
+    [
+        {},
+        {"manifests": "x"},
+        {"manifests": []},
+        {"manifests": [{"label": "urn:a", "claim": {}, "assertions": {}}]},  # a v1 claim
+        {"manifests": [{"label": "urn:a", "claim.v2": {}, "assertions": {"cawg.identity": {}}}]},
+        {
+            "manifests": [
+                {"label": "urn:a", "claim.v2": {}, "assertions": {}, "isUpdateManifest": 1}
+            ]
+        },
+        {
+            "manifests": [
+                {"label": "urn:a", "claim.v2": {}, "assertions": {"c2pa.ingredient.v2": {}}}
+            ]
+        },
+        {"manifests": [{"label": "urn:a", "claim.v2": {}, "assertions": {}}]},  # no results
+        {
+            "manifests": [
+                {
+                    "label": "urn:a",
+                    "claim.v2": {"created_assertions": {"url": 1}},
+                    "assertions": {"c2pa.ingredient.v3": {"activeManifest": "elsewhere"}},
+                    "validationResults": {},
+                }
+            ]
+        },
+    ],
+)
+def test_stores_crjson_cannot_stand_for_are_left_to_json(cr):
+    assert store_from_crjson(cr) is None
+
+
+def test_a_store_from_crjson_takes_odd_shapes_without_raising():
+    cr = {
+        "manifests": [
+            {
+                "label": "urn:a",
+                "claim.v2": {"created_assertions": [1, {"url": 2}], "claim_generator_info": []},
+                "assertions": {"c2pa.actions.v2": [], "c2pa.ingredient.v3": {}},
+                "signature": ["x"],
+                "validationResults": {"success": {"code": 1}, "failure": []},
+                "ingredientDeltas": [
+                    1,
+                    {"validationDeltas": []},
+                    {"validationDeltas": {"failure": [1]}},
+                ],
+            }
+        ]
+    }
+    store = store_from_crjson(cr)
+    assert store["validation_state"] == "Invalid"  # the failure among the ingredient deltas
+    assert store["manifests"]["urn:a"]["ingredients"] == [
+        {"title": None, "format": None, "relationship": None}
+    ]
