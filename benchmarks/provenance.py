@@ -9,7 +9,8 @@
   same files; ``ratio`` = this ÷ bare (goal ≥ 0.8); ``ratio_cpu_time``: the same from the
   process's CPU time (steadier on a busy machine);
 - ``ratio_cpu_time_to_bare_crjson``: against ``try_create`` + ``crjson()``, the store in the
-  form the rubrics are defined on (c2pa renders it on demand; ``json()`` comes ready-made);
+  form the rubrics are defined on and the one rendering deepaudit asks c2pa for (``json()``
+  only where crJSON leaves something out: ``c2pa_layer.store_from_crjson``);
 - ``rubrics_ms_per_file``: the signals + integrity rubrics alone, on the files' crJSON, each
   distinct input evaluated once (the caches emptied first); ``..._cached``: all from the
   caches, as in a long scan of one tool's files; ``rubric_inputs``: the distinct inputs;
