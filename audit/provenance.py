@@ -183,6 +183,8 @@ class ProvenanceRecord:
     remote_url: str | None = None
     embedded: bool | None = None
     sidecar: str | None = None
+    # a sidecar beside a file that holds its own manifest store: not read (as in c2pa-rs)
+    sidecar_ignored: str | None = None
     trusted_by: TrustSource | None = None  # the list or anchors a trusted signer chains to
     # the rubric traits the declaration rests on, each "report text (manifest title)"
     declaration_basis: list[str] = field(default_factory=list)
@@ -251,6 +253,7 @@ class ProvenanceRecord:
             "remote_url": self.remote_url,
             "embedded": self.embedded,
             "sidecar": self.sidecar,
+            "sidecar_ignored": self.sidecar_ignored,
             "trusted_by": self.trusted_by.to_json() if self.trusted_by else None,
             "time_stamp": m.time_stamp.to_json() if m and m.time_stamp else None,
             "identities": [i.to_json() for i in m.identities] if m else [],
@@ -370,6 +373,7 @@ def interpret(read: C2paRead) -> ProvenanceRecord:
         remote_url=read.remote_url,
         embedded=read.embedded,
         sidecar=read.sidecar,
+        sidecar_ignored=read.sidecar_ignored,
     )
     signer = summary.signer.label() if summary.signer else "an unknown signer"
     if summary.state == "trusted":
@@ -512,6 +516,7 @@ def _record(read: C2paRead, state: State, reason: str) -> ProvenanceRecord:
         remote_url=read.remote_url,
         embedded=read.embedded,
         sidecar=read.sidecar,
+        sidecar_ignored=read.sidecar_ignored,
     )
     rec.conclusion = _conclusion(rec)
     return rec
@@ -628,11 +633,13 @@ def _signer(sig: Mapping[str, Any], cert: Mapping[str, Any]) -> SignerInfo | Non
         return None
     subject = cert.get("subject") or {}
     issuer = cert.get("issuer") or {}
+    # json()'s signature_info "issuer" is the signer's own organisation (c2pa-rs takes the
+    # subject's O), not who issued the certificate: only crJSON names the issuer
     return SignerInfo(
         common_name=subject.get("CN") or sig.get("common_name"),
-        organization=subject.get("O"),
-        issuer=issuer.get("CN") or sig.get("issuer"),
-        issuer_organization=issuer.get("O") or sig.get("issuer"),
+        organization=subject.get("O") or sig.get("issuer"),
+        issuer=issuer.get("CN"),
+        issuer_organization=issuer.get("O"),
         serial_number=cert.get("serial_number") or sig.get("cert_serial_number"),
         not_before=cert.get("not_before"),
         not_after=cert.get("not_after"),

@@ -20,6 +20,7 @@ import functools
 import json
 import mimetypes
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -471,13 +472,15 @@ class C2paRead:
 
     path: str
     status: ReadStatus
-    store: dict[str, Any] | None = None  # Reader.json(): manifests, validation_results, state
+    # Reader.json()'s shape (what the interpretation reads of it: store_from_crjson)
+    store: dict[str, Any] | None = None
     certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → cert info
     crjson: dict[str, Any] | None = None  # Reader.crjson(): certificates, what rubrics read
     embedded: bool | None = None
     sidecar: str | None = None
     remote_url: str | None = None
     error: str | None = None  # "<Class>: <message>" when status is "error" or "remote"
+    sidecar_ignored: str | None = None  # a sidecar beside an asset that holds its own store
 
 
 def read_file(
@@ -518,14 +521,28 @@ def read_file(
         # remote reference), in c2pa-rs's order (``Reader::from_file``)
         found = _read_store(c2pa, p, mime, fh, None, ctx)
         side = sidecar_path(p) if use_sidecar else None
-        if found.status not in ("absent", "remote") or side is None or side == p:
+        if side is None or side == p:
+            return found
+        own_store = found.status not in ("absent", "remote")
+        try:
+            fd = _open_sidecar(side)
+        except OSError as exc:
+            if own_store:
+                found.sidecar_ignored = str(side)
+                return found
+            return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
+        if fd is None:
             return found
         try:
-            manifest_data = side.read_bytes()
-        except FileNotFoundError:
-            return found
+            if own_store:
+                found.sidecar_ignored = str(side)
+                return found
+            with open(fd, "rb", closefd=False) as sf:
+                manifest_data = sf.read()
         except OSError as exc:
             return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
+        finally:
+            os.close(fd)
         fh.seek(0)
         found = _read_store(c2pa, p, mime, fh, manifest_data, ctx)
         if found.status == "ok":
@@ -540,6 +557,26 @@ def read_file(
     finally:
         if fh is not None:
             fh.close()
+
+
+def _open_sidecar(side: Path) -> int | None:
+    """A descriptor of ``side`` when it is a regular file; None when there is none, or it is a
+    FIFO, device or folder (opened without blocking, never read). OSError otherwise."""
+    try:
+        fd = os.open(side, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:  # pragma: no cover - Linux opens folders read-only
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) -> C2paRead:
@@ -636,25 +673,40 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     all, and the caller renders json().
 
     The fields: the active manifest (crJSON's first: c2pa-rs puts it there), its validation
-    results and ingredient deltas, the validation state (c2pa-rs's rule: a failure in either
-    is Invalid, else ``signingCredential.trusted`` is Trusted, else Valid), and per manifest
-    the title, claim generator, signing time (the time-stamp's), the actions assertions and
-    the ingredients (title, format, relationship, manifest label, recorded validation
-    results), each in the claim's order (created, then gathered assertions), as json() lists
-    them. None for: a v1 claim, an update manifest, redactions, a v1/v2 ingredient, a CAWG
-    identity assertion (json() decodes its credential; crJSON keeps it raw), anything not
-    shaped as expected. On every C2PA read of the test suite, ``tests/conftest.py`` checks
-    that the record built from this equals the one built from json()."""
+    results and its ingredients' deltas, the validation state (as c2pa-rs 0.91's json() gives
+    it: a failure other than ``signingCredential.untrusted`` is Invalid, any failure or no
+    ``signingCredential.trusted`` is Valid, else Trusted), and per manifest the title, claim
+    generator, signing time (the time-stamp's), the actions assertions and the ingredients
+    (title, format, relationship, manifest label, recorded validation results), each in the
+    claim's order (created, then gathered assertions), as json() lists them.
+
+    None, so json() decides, for: a v1 claim, an update manifest, redactions, a v1/v2
+    ingredient, a CAWG identity assertion (json() decodes its credential; crJSON keeps it
+    raw), a signature whose certificate crJSON could not describe (json() still names the
+    signer), deltas or failures in a manifest other than the active one (crJSON files a
+    delta under the manifest holding the ingredient; json() gathers the whole tree's), and
+    anything not shaped as expected. On every C2PA read of the test suite,
+    ``tests/conftest.py`` checks that the record and the validation state built from this
+    equal json()'s."""
     ms = cr.get("manifests")
     if not isinstance(ms, list) or not ms or not all(isinstance(m, dict) for m in ms):
         return None
     manifests: dict[str, Any] = {}
-    for m in ms:
+    for i, m in enumerate(ms):
         label, claim, found = m.get("label"), m.get("claim.v2"), m.get("assertions")
         if not isinstance(label, str) or not isinstance(claim, dict) or not isinstance(found, dict):
             return None
         if m.get("isUpdateManifest") or claim.get("redacted_assertions"):
             return None
+        signature = m.get("signature")
+        if not isinstance(signature, dict) or not isinstance(
+            signature.get("certificateInfo"), dict
+        ):
+            return None  # crJSON could not name the certificate; json() still says who signed
+        if i and (
+            m.get("ingredientDeltas") or _codes(m.get("validationResults"), "failure")
+        ):
+            return None  # json() gathers the deltas of the whole tree, not only the active's
         keys = [
             r["url"].rsplit("/", 1)[-1]
             for part in ("created_assertions", "gathered_assertions")
@@ -687,8 +739,7 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
                     ingredient["validation_results"] = data["validationResults"]
                 ingredients.append(ingredient)
         info = claim.get("claim_generator_info")
-        signature = m.get("signature")
-        stamp = signature.get("timeStampInfo") if isinstance(signature, dict) else None
+        stamp = signature.get("timeStampInfo")
         time = stamp.get("timestamp") if isinstance(stamp, dict) else None
         manifests[label] = {
             "title": claim.get("dc:title"),
@@ -702,24 +753,42 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     deltas = active.get("ingredientDeltas")
     if not isinstance(results, dict) or not isinstance(deltas or [], list):
         return None
-    own = {k: results[k] for k in ("success", "informational", "failure") if k in results}
-    delta_results = [d.get("validationDeltas") for d in deltas or [] if isinstance(d, dict)]
-    failed = bool(own.get("failure")) or any(
-        isinstance(r, dict) and r.get("failure") for r in delta_results
-    )
-    trusted = any(
-        isinstance(e, dict) and e.get("code") == "signingCredential.trusted"
-        for e in own.get("success") or []
-    )
+    if not all(isinstance(results.get(k) or [], list) for k in _RESULT_KINDS):
+        return None
+    own = {k: results[k] for k in _RESULT_KINDS if k in results}
+    failures = _codes(own, "failure") + [
+        c
+        for d in deltas or []
+        if isinstance(d, dict)
+        for c in _codes(d.get("validationDeltas"), "failure")
+    ]
     validation: dict[str, Any] = {"activeManifest": own}
     if deltas is not None:
         validation["ingredientDeltas"] = deltas
+    # c2pa-rs 0.91's rule, as its json() reports it: an untrusted signer alone is Valid
+    if [c for c in failures if c != "signingCredential.untrusted"]:
+        state = "Invalid"
+    elif failures or "signingCredential.trusted" not in _codes(own, "success"):
+        state = "Valid"
+    else:
+        state = "Trusted"
     return {
         "active_manifest": active["label"],
         "manifests": manifests,
         "validation_results": validation,
-        "validation_state": "Invalid" if failed else "Trusted" if trusted else "Valid",
+        "validation_state": state,
     }
+
+
+_RESULT_KINDS = ("success", "informational", "failure")
+
+
+def _codes(results: Any, kind: str) -> list[str]:
+    """The status codes of one kind in a crJSON results block (anything else: none)."""
+    entries = results.get(kind) if isinstance(results, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [e["code"] for e in entries if isinstance(e, dict) and isinstance(e.get("code"), str)]
 
 
 def _certificates(cr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -216,9 +216,11 @@ def open_media(path: str | os.PathLike[str]) -> tuple[LoadedFile, BinaryIO]:
     try:
         head = fh.read(_SNIFF_BYTES)
         fh.seek(0)
-    except OSError as exc:
+    except BaseException as exc:
         fh.close()
-        raise MediaError(p, _os_reason(exc)) from exc
+        if isinstance(exc, OSError):
+            raise MediaError(p, _os_reason(exc)) from exc
+        raise
     return LoadedFile(p, st.st_size, st.st_mtime_ns, head), fh
 
 

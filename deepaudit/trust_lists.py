@@ -81,9 +81,9 @@ def trust_dir() -> tuple[Path, Literal["shipped", "user", "env"]]:
     """The folder whose lists are in force: ``$DEEPAUDIT_TRUST_DIR``, else an installed
     update, else the snapshot shipped with the package.
 
-    Decided once per process and environment, and so are the lists' files (a scan asks for
-    every file): an update installed by :func:`install_trust_lists` in this process takes
-    effect at once, one installed by another process from this process's next start."""
+    Decided once per process and environment (a scan asks for every trusted file): an update
+    installed by :func:`install_trust_lists` in this process takes effect at once, one
+    installed by another process from this process's next start."""
     env = os.environ
     return _trust_dir(env.get("DEEPAUDIT_TRUST_DIR"), env.get("XDG_DATA_HOME"), env.get("HOME"))
 
@@ -118,23 +118,15 @@ def load_trust_lists(folder: str | os.PathLike[str] | None = None) -> list[Trust
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _list_file(root: Path, kind: str) -> tuple[str, int, int] | None:
-    """(path, mtime, size) of a list's ``.pem`` in ``root``, None when absent: looked at once
-    per process like :func:`trust_dir` (a scan asks for every file), until
-    :func:`install_trust_lists` replaces the lists."""
-    pem = root / f"{LIST_FILES[kind]}.pem"
+def default_signing_anchors() -> str:
+    """PEM of the signing trust list in force ("" when none is installed)."""
+    root, _ = trust_dir()
+    pem = root / f"{LIST_FILES['signing']}.pem"
     try:
         st = pem.stat()
     except OSError:
-        return None
-    return str(pem), st.st_mtime_ns, st.st_size
-
-
-def default_signing_anchors() -> str:
-    """PEM of the signing trust list in force ("" when none is installed)."""
-    found = _list_file(trust_dir()[0], "signing")
-    return _pem_text(*found) if found else ""
+        return ""
+    return _pem_text(str(pem), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -147,8 +139,12 @@ def default_tsa_anchors() -> tuple[str, str | None]:
     2026-..."), which c2pa repeats when a time-stamp's authority chains to it; ("", None)
     when none is installed."""
     root, where = trust_dir()
-    found = _list_file(root, "tsa")
-    return _tsa_list(*found, where) if found else ("", None)
+    pem = root / f"{LIST_FILES['tsa']}.pem"
+    try:
+        st = pem.stat()
+    except OSError:
+        return "", None
+    return _tsa_list(str(pem), st.st_mtime_ns, st.st_size, where)
 
 
 @functools.lru_cache(maxsize=8)
@@ -183,7 +179,6 @@ def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:
         shutil.copyfile(f, tmp)
         os.replace(tmp, dest / f.name)
     _trust_dir.cache_clear()  # in force from now on in this process too
-    _list_file.cache_clear()
     return load_trust_lists(dest)
 
 
@@ -263,8 +258,10 @@ def trust_source(
     if not issuer_cn and not issuer_org:
         return None
     root, _ = trust_dir()
-    # an update installed in this process replaces the list: the index follows its mtime
-    stamp = (_list_file(root, "signing") or ("", 0, 0))[1]
+    try:  # an update in this process replaces the list: the index follows its mtime
+        stamp = (root / f"{LIST_FILES['signing']}.pem").stat().st_mtime_ns
+    except OSError:
+        stamp = 0
     index = _anchor_index(
         anchors_pem, anchors_file, default_trust, root, stamp, legacy_pem, legacy_file
     )

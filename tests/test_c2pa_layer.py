@@ -111,12 +111,33 @@ def test_an_embedded_manifest_wins_over_a_sidecar_as_in_c2pa_rs(tmp_path, photo,
     sidecar_path(other).rename(sidecar_path(embedded))  # a sidecar for other bytes
     read = read_file(embedded)
     assert (read.status, read.embedded, read.sidecar) == ("ok", True, None)
+    assert read.sidecar_ignored == str(sidecar_path(embedded))  # left unread, and said so
     # the same sidecar beside an unsigned copy of the bytes it was made for: it is read
     (tmp_path / "u.png").write_bytes(src.read_bytes())
     sidecar_path(embedded).rename(sidecar_path(tmp_path / "u.png"))
     read = read_file(tmp_path / "u.png")
     assert read.status == "ok" and read.sidecar == str(sidecar_path(tmp_path / "u.png"))
     assert read.embedded is False
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_fifo_or_folder_named_like_a_sidecar_is_not_one(tmp_path, photo, kind):
+    import os
+    import signal
+
+    plain = write_image(tmp_path / "a.png", photo)
+    side = sidecar_path(plain)
+    if kind == "fifo":
+        os.mkfifo(side)
+    else:
+        side.mkdir()
+    signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.alarm(20)  # reading a FIFO with no writer would block for ever
+    try:
+        read = read_file(plain)
+    finally:
+        signal.alarm(0)
+    assert (read.status, read.sidecar, read.error) == ("absent", None, None)
 
 
 def test_signing_in_place_is_atomic_and_leaves_no_temp_files(tmp_path, photo, creds):
@@ -163,7 +184,42 @@ def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeyp
                 {"label": "urn:a", "claim.v2": {}, "assertions": {"c2pa.ingredient.v2": {}}}
             ]
         },
-        {"manifests": [{"label": "urn:a", "claim.v2": {}, "assertions": {}}]},  # no results
+        {"manifests": [{"label": "urn:a", "claim.v2": {}, "assertions": {}}]},  # no signature
+        {  # a certificate crJSON could not describe: json() still names the signer
+            "manifests": [
+                {
+                    "label": "urn:a",
+                    "claim.v2": {},
+                    "assertions": {},
+                    "signature": {"algorithm": "es256"},
+                    "validationResults": {},
+                }
+            ]
+        },
+        {  # results of an unexpected shape
+            "manifests": [
+                {
+                    "label": "urn:a",
+                    "claim.v2": {},
+                    "assertions": {},
+                    "signature": {"certificateInfo": {}},
+                    "validationResults": {"success": {"code": "x"}},
+                }
+            ]
+        },
+        {  # deltas under an ingredient's manifest: json() gathers the whole tree's
+            "manifests": [
+                {
+                    "label": m,
+                    "claim.v2": {},
+                    "assertions": {},
+                    "signature": {"certificateInfo": {}},
+                    "validationResults": {},
+                    **({"ingredientDeltas": [{"validationDeltas": {}}]} if m == "urn:b" else {}),
+                }
+                for m in ("urn:a", "urn:b")
+            ]
+        },
         {
             "manifests": [
                 {
@@ -187,12 +243,12 @@ def test_a_store_from_crjson_takes_odd_shapes_without_raising():
                 "label": "urn:a",
                 "claim.v2": {"created_assertions": [1, {"url": 2}], "claim_generator_info": []},
                 "assertions": {"c2pa.actions.v2": [], "c2pa.ingredient.v3": {}},
-                "signature": ["x"],
-                "validationResults": {"success": {"code": 1}, "failure": []},
+                "signature": {"certificateInfo": {}, "timeStampInfo": "later"},
+                "validationResults": {"success": [1, {"code": 2}], "failure": []},
                 "ingredientDeltas": [
                     1,
                     {"validationDeltas": []},
-                    {"validationDeltas": {"failure": [1]}},
+                    {"validationDeltas": {"failure": [{"code": "assertion.dataHash.mismatch"}, 3]}},
                 ],
             }
         ]
@@ -202,3 +258,4 @@ def test_a_store_from_crjson_takes_odd_shapes_without_raising():
     assert store["manifests"]["urn:a"]["ingredients"] == [
         {"title": None, "format": None, "relationship": None}
     ]
+    assert store["manifests"]["urn:a"]["signature_info"] == {}

@@ -138,6 +138,9 @@ def _print_provenance(r: dict[str, Any], tree: bool) -> None:
         out.print(Text(f"  certificate valid {s.get('not_before')} to {s.get('not_after')}"))
     if r.get("time_stamp"):
         out.print(Text(f"  {r['time_stamp']['label']}"))
+    if r.get("sidecar_ignored"):
+        note = "not read: the file holds its own manifest store"
+        out.print(Text(f"  sidecar {r['sidecar_ignored']} {note}"))
     for who in r.get("identities") or []:
         failed = f" [{', '.join(who['failures'])}]" if who.get("failures") else ""
         out.print(Text(f"  identity: {who['summary']}{failed}"))

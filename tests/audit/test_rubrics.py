@@ -484,3 +484,26 @@ def test_integrity_is_reported_for_the_active_manifest_and_each_ingredient(tmp_p
     failed = [c["reportText"] for c in untrusted["integrity"] if c["value"] is False]
     assert failed == ["Found trust failures: signingCredential.untrusted"]
     json.dumps(js)  # the record stays JSON
+
+
+def test_a_tampered_grandparent_makes_the_file_invalid(tmp_path, creds, photo):
+    """A fault two ingredients down is c2pa's too: the record is invalid, as json() says
+    (crJSON files that delta under the middle manifest, not the active one)."""
+    edit = _edit_of_capture(tmp_path, creds, photo, [{"action": "c2pa.edited"}], name="mid.png")
+    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}
+    ing = {"title": "mid.png", "relationship": "parentOf", "label": "parent"}
+    top = _sign(
+        tmp_path,
+        creds,
+        photo,
+        "top.png",
+        _manifest([opened, {"action": "c2pa.edited"}]),
+        [(ing, edit)],
+    )
+    assert inspect_provenance(top, trust_anchors=creds["ca"]).state == "trusted"
+    data = top.read_bytes()
+    assert data.count(b"digitalCapture") == 1  # in the grandparent's manifest only
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(data.replace(b"digitalCapture", b"digitalCaptura"))
+    rec = inspect_provenance(bad, trust_anchors=creds["ca"])
+    assert rec.state == "invalid" and "ingredient.manifest.mismatch" in rec.reason
