@@ -703,9 +703,7 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
             signature.get("certificateInfo"), dict
         ):
             return None  # crJSON could not name the certificate; json() still says who signed
-        if i and (
-            m.get("ingredientDeltas") or _codes(m.get("validationResults"), "failure")
-        ):
+        if i and (m.get("ingredientDeltas") or _codes(m.get("validationResults"), "failure")):
             return None  # json() gathers the deltas of the whole tree, not only the active's
         keys = [
             r["url"].rsplit("/", 1)[-1]
