@@ -46,8 +46,8 @@ from deepaudit.c2pa_credentials import (
     is_identity_code,
     time_stamp_of,
 )
-from deepaudit.c2pa_layer import C2paRead, make_context, read_file
-from deepaudit.errors import error_record
+from deepaudit.c2pa_layer import C2paRead, make_context, read_file, read_trust_anchors
+from deepaudit.errors import DeepauditError, error_record
 from deepaudit.iptc import claim_of, short_name
 from deepaudit.trust_lists import TrustSource, trust_source
 
@@ -300,9 +300,6 @@ def _trusted_by(
     default_trust: bool,
     legacy_anchors: str | os.PathLike[str] | None = None,
 ) -> TrustSource | None:
-    from deepaudit.c2pa_layer import read_trust_anchors
-    from deepaudit.errors import DeepauditError
-
     try:
         pem = read_trust_anchors(trust_anchors) if trust_anchors is not None else None
         legacy = read_trust_anchors(legacy_anchors) if legacy_anchors is not None else None
@@ -730,7 +727,6 @@ def audit_file(
     watermark failures are recorded in their own entries and never hide the C2PA result.
     """
     from deepaudit.audit.metadata import metadata_format
-    from deepaudit.errors import DeepauditError
     from deepaudit.media import read_image
 
     record = inspect_provenance(
@@ -776,7 +772,6 @@ def image_signals(
     tags; a failure is recorded in its entry, never raised."""
     from deepaudit.audit.metadata import read_ai_metadata
     from deepaudit.audit.watermark import detect_watermark
-    from deepaudit.errors import DeepauditError
 
     out: dict[str, Any] = {}
     if metadata:

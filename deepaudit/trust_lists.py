@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -179,6 +180,7 @@ def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:
         shutil.copyfile(f, tmp)
         os.replace(tmp, dest / f.name)
     _trust_dir.cache_clear()  # in force from now on in this process too
+    _mtimes.clear()
     return load_trust_lists(dest)
 
 
@@ -258,10 +260,8 @@ def trust_source(
     if not issuer_cn and not issuer_org:
         return None
     root, _ = trust_dir()
-    try:  # an update in this process replaces the list: the index follows its mtime
-        stamp = (root / f"{LIST_FILES['signing']}.pem").stat().st_mtime_ns
-    except OSError:
-        stamp = 0
+    # a replaced list (an update, from this process or another) is followed by its mtime
+    stamp = _recent_mtime(_list_pem(root, "signing"))
     index = _anchor_index(
         anchors_pem, anchors_file, default_trust, root, stamp, legacy_pem, legacy_file
     )
@@ -269,6 +269,31 @@ def trust_source(
         if key == (issuer_cn, issuer_org) or (issuer_org is None and key[0] == issuer_cn):
             return source
     return None
+
+
+# How long a list file's mtime is taken as current: a scan names the source of every trusted
+# file, and a stat each time was 1% of a provenance read (benchmarks/provenance.py)
+_MTIME_TTL_S = 1.0
+_mtimes: dict[str, tuple[float, int]] = {}
+
+
+@functools.lru_cache(maxsize=32)
+def _list_pem(root: Path, kind: str) -> str:
+    return str(root / f"{LIST_FILES[kind]}.pem")
+
+
+def _recent_mtime(path: str) -> int:
+    """``path``'s mtime (0 when missing), looked at again after :data:`_MTIME_TTL_S`."""
+    now = time.monotonic()
+    seen = _mtimes.get(path)
+    if seen is not None and now - seen[0] < _MTIME_TTL_S:
+        return seen[1]
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = 0
+    _mtimes[path] = (now, mtime)
+    return mtime
 
 
 @functools.lru_cache(maxsize=16)
