@@ -564,7 +564,7 @@ def _open_sidecar(side: Path) -> int | None:
     FIFO, device or folder (opened without blocking, never read). OSError otherwise."""
     try:
         fd = os.open(side, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):  # none, or a path no file can have (a NUL byte)
         return None
     except IsADirectoryError:  # pragma: no cover - Linux opens folders read-only
         return None
