@@ -282,11 +282,16 @@ def test_composite_synthetic_creation_gives_no_genai_signal(tmp_path, creds, pho
     assert _traits(rec) == set() and rec.ai_declaration == "none"
 
 
+def _edit_of(tmp_path, creds, photo, parent, edits, name):
+    """``parent`` opened (its ingredient assertion) and edited by ``edits``, signed as ``name``."""
+    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}
+    ing = {"title": parent.name, "relationship": "parentOf", "label": "parent"}
+    return _sign(tmp_path, creds, photo, name, _manifest([opened, *edits]), [(ing, parent)])
+
+
 def _edit_of_capture(tmp_path, creds, photo, edits, name="edit.png"):
     cap = _sign(tmp_path, creds, photo, "cap.png", _manifest(_created(IPTC + "digitalCapture")))
-    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}
-    ing = {"title": "cap.png", "relationship": "parentOf", "label": "parent"}
-    return _sign(tmp_path, creds, photo, name, _manifest([opened, *edits]), [(ing, cap)])
+    return _edit_of(tmp_path, creds, photo, cap, edits, name)
 
 
 @pytest.mark.parametrize(
@@ -428,16 +433,7 @@ def test_a_flat_ingredient_declaring_a_source_type_is_a_pseudo_node(tmp_path, cr
 
 def test_an_unknown_provenance_ingredient(tmp_path, creds, photo):
     plain = write_image(tmp_path / "plain.png", photo)
-    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["p"]}}
-    ing = {"title": "plain.png", "relationship": "parentOf", "label": "p"}
-    f = _sign(
-        tmp_path,
-        creds,
-        photo,
-        "e.png",
-        _manifest([opened, {"action": "c2pa.cropped"}]),
-        [(ing, plain)],
-    )
+    f = _edit_of(tmp_path, creds, photo, plain, [{"action": "c2pa.cropped"}], "e.png")
     assert "mediaUnknownProvenance" in _traits(inspect_provenance(f))
 
 
@@ -489,17 +485,9 @@ def test_integrity_is_reported_for_the_active_manifest_and_each_ingredient(tmp_p
 def test_a_tampered_grandparent_makes_the_file_invalid(tmp_path, creds, photo):
     """A fault two ingredients down is c2pa's too: the record is invalid, as json() says
     (crJSON files that delta under the middle manifest, not the active one)."""
-    edit = _edit_of_capture(tmp_path, creds, photo, [{"action": "c2pa.edited"}], name="mid.png")
-    opened = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}
-    ing = {"title": "mid.png", "relationship": "parentOf", "label": "parent"}
-    top = _sign(
-        tmp_path,
-        creds,
-        photo,
-        "top.png",
-        _manifest([opened, {"action": "c2pa.edited"}]),
-        [(ing, edit)],
-    )
+    edited = [{"action": "c2pa.edited"}]
+    mid = _edit_of_capture(tmp_path, creds, photo, edited, name="mid.png")
+    top = _edit_of(tmp_path, creds, photo, mid, edited, "top.png")
     assert inspect_provenance(top, trust_anchors=creds["ca"]).state == "trusted"
     data = top.read_bytes()
     assert data.count(b"digitalCapture") == 1  # in the grandparent's manifest only
