@@ -47,7 +47,9 @@ class ScanSummary:
     by_kind: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     walk_errors: list[str] = field(default_factory=list)
-    sidecars_attached: list[str] = field(default_factory=list)  # .c2pa read with their asset
+    # .c2pa beside their asset (no row of their own): the asset's provenance says whether it
+    # was read (sidecar) or left for the asset's own store (sidecar_ignored)
+    sidecars_attached: list[str] = field(default_factory=list)
     seconds: float = 0.0
     detectors: dict[str, Any] = field(default_factory=dict)
     fusion: dict[str, Any] | None = None  # rule and uncertain band (verdict.Fusion)

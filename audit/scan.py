@@ -444,7 +444,7 @@ def run_scan(
     def todo() -> Iterator[Path]:
         for p in walk_files(paths, errors=walk_errors, exclude=[out], skip_names=OUTPUT_NAMES):
             if p.suffix.lower() == SIDECAR_SUFFIX and asset_of_sidecar(p) is not None:
-                summary.sidecars_attached.append(str(p))  # read with its asset: no row
+                summary.sidecars_attached.append(str(p))  # goes with its asset: no row
                 continue
             prev = done.get(str(p))
             if prev is not None:
