@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import json
 import mimetypes
@@ -523,20 +524,19 @@ def read_file(
         side = sidecar_path(p) if use_sidecar else None
         if side is None or side == p:
             return found
-        own_store = found.status not in ("absent", "remote")
+        if found.status in ("ok", "error"):  # the asset holds a store of its own: it wins
+            if _is_regular_file(side):
+                found.sidecar_ignored = str(side)
+            return found
+        if found.status not in ("absent", "remote"):  # the asset itself could not be read
+            return found
         try:
             fd = _open_sidecar(side)
         except OSError as exc:
-            if own_store:
-                found.sidecar_ignored = str(side)
-                return found
             return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
         if fd is None:
             return found
         try:
-            if own_store:
-                found.sidecar_ignored = str(side)
-                return found
             with open(fd, "rb", closefd=False) as sf:
                 manifest_data = sf.read()
         except OSError as exc:
@@ -559,15 +559,24 @@ def read_file(
             fh.close()
 
 
+# what an open of a sidecar path can meet when there is no sidecar file to read
+_NO_SIDECAR = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.ENXIO, errno.EISDIR}
+)
+
+
 def _open_sidecar(side: Path) -> int | None:
     """A descriptor of ``side`` when it is a regular file; None when there is none, or it is a
-    FIFO, device or folder (opened without blocking, never read). OSError otherwise."""
+    FIFO, socket, device or folder (opened without blocking, never read), or no file can
+    have its name. OSError otherwise (e.g. permission denied)."""
     try:
         fd = os.open(side, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, ValueError):  # none, or a path no file can have (a NUL byte)
+    except ValueError:  # a NUL byte
         return None
-    except IsADirectoryError:  # pragma: no cover - Linux opens folders read-only
-        return None
+    except OSError as exc:
+        if exc.errno in _NO_SIDECAR:
+            return None
+        raise
     try:
         regular = stat.S_ISREG(os.fstat(fd).st_mode)
     except OSError:
@@ -577,6 +586,13 @@ def _open_sidecar(side: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) -> C2paRead:
@@ -596,6 +612,7 @@ def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) 
             store = store_from_crjson(cr) if cr is not None else None
             if store is None:
                 store = json.loads(reader.json())
+            certificates = _certificates(cr)
             embedded = reader.is_embedded()
             # only a manifest fetched from elsewhere has a remote URL to report
             remote = None if embedded else reader.get_remote_url()
@@ -624,7 +641,7 @@ def _read_store(c2pa, p: Path, mime: str, fh, manifest_data: bytes | None, ctx) 
         str(p),
         "ok",
         store=store,
-        certificates=_certificates(cr),
+        certificates=certificates,
         crjson=cr,
         embedded=embedded,
         remote_url=remote,
@@ -674,18 +691,20 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
 
     The fields: the active manifest (crJSON's first: c2pa-rs puts it there), its validation
     results and its ingredients' deltas, the validation state (as c2pa-rs 0.91's json() gives
-    it: a failure other than ``signingCredential.untrusted`` is Invalid, any failure or no
-    ``signingCredential.trusted`` is Valid, else Trusted), and per manifest the title, claim
-    generator, signing time (the time-stamp's), the actions assertions and the ingredients
-    (title, format, relationship, manifest label, recorded validation results), each in the
-    claim's order (created, then gathered assertions), as json() lists them.
+    it: a failure other than ``signingCredential.untrusted`` is Invalid, left to json() here;
+    any failure or no ``signingCredential.trusted`` is Valid, else Trusted), and per manifest
+    the title, claim generator, signing time (the time-stamp's), the actions assertions and
+    the ingredients (title, format, relationship, manifest label, recorded validation
+    results), each in the claim's order (created, then gathered assertions), as json() lists
+    them.
 
     None, so json() decides, for: a v1 claim, an update manifest, redactions, a v1/v2
     ingredient, a CAWG identity assertion (json() decodes its credential; crJSON keeps it
     raw), a signature whose certificate crJSON could not describe (json() still names the
     signer), deltas or failures in a manifest other than the active one (crJSON files a
-    delta under the manifest holding the ingredient; json() gathers the whole tree's), and
-    anything not shaped as expected. On every C2PA read of the test suite,
+    delta under the manifest holding the ingredient; json() gathers the whole tree's), a
+    store that fails validation (it may be damaged anywhere, and json() leaves out what it
+    cannot render), and anything not shaped as expected. On every C2PA read of the test suite,
     ``tests/conftest.py`` checks that the record and the validation state built from this
     equal json()'s."""
     ms = cr.get("manifests")
@@ -703,12 +722,12 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
             signature.get("certificateInfo"), dict
         ):
             return None  # crJSON could not name the certificate; json() still says who signed
-        if i and (m.get("ingredientDeltas") or _codes(m.get("validationResults"), "failure")):
-            return None  # json() gathers the deltas of the whole tree, not only the active's
+        if i and (_delta_failures(m) or _codes(m.get("validationResults"), "failure")):
+            return None  # json() gathers the failures of the whole tree, not only the active's
         keys = [
             r["url"].rsplit("/", 1)[-1]
             for part in ("created_assertions", "gathered_assertions")
-            for r in claim.get(part) or []
+            for r in _list(claim.get(part))
             if isinstance(r, dict) and isinstance(r.get("url"), str)
         ]
         keys = [k for k in dict.fromkeys(keys) if k in found] + [k for k in found if k not in keys]
@@ -754,19 +773,16 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     if not all(isinstance(results.get(k) or [], list) for k in _RESULT_KINDS):
         return None
     own = {k: results[k] for k in _RESULT_KINDS if k in results}
-    failures = _codes(own, "failure") + [
-        c
-        for d in deltas or []
-        if isinstance(d, dict)
-        for c in _codes(d.get("validationDeltas"), "failure")
-    ]
+    failures = _codes(own, "failure") + _delta_failures(active)
     validation: dict[str, Any] = {"activeManifest": own}
     if deltas is not None:
         validation["ingredientDeltas"] = deltas
     # c2pa-rs 0.91's rule, as its json() reports it: an untrusted signer alone is Valid
     if [c for c in failures if c != "signingCredential.untrusted"]:
-        state = "Invalid"
-    elif failures or "signingCredential.trusted" not in _codes(own, "success"):
+        # a store that fails validation may be damaged anywhere, and json() leaves out what
+        # it cannot render (a broken active manifest, a damaged ingredient): json() decides
+        return None
+    if failures or "signingCredential.trusted" not in _codes(own, "success"):
         state = "Valid"
     else:
         state = "Trusted"
@@ -781,6 +797,20 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
 _RESULT_KINDS = ("success", "informational", "failure")
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _delta_failures(manifest: dict[str, Any]) -> list[str]:
+    """The failure codes of a crJSON manifest's ingredient deltas."""
+    return [
+        c
+        for d in _list(manifest.get("ingredientDeltas"))
+        if isinstance(d, dict)
+        for c in _codes(d.get("validationDeltas"), "failure")
+    ]
+
+
 def _codes(results: Any, kind: str) -> list[str]:
     """The status codes of one kind in a crJSON results block (anything else: none)."""
     entries = results.get(kind) if isinstance(results, dict) else None
@@ -791,22 +821,22 @@ def _codes(results: Any, kind: str) -> list[str]:
 
 def _certificates(cr: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Certificate subject/issuer/validity per manifest label (from the crJSON view)."""
-    if cr is None:
-        return {}
     out: dict[str, dict[str, Any]] = {}
-    for m in cr.get("manifests", []) or []:
-        sig = m.get("signature") or {}
-        info = sig.get("certificateInfo") or {}
-        if m.get("label"):
-            out[m["label"]] = {
-                "algorithm": sig.get("algorithm"),
-                "subject": info.get("subject") or {},
-                "issuer": info.get("issuer") or {},
-                "serial_number": info.get("serialNumber"),
-                "not_before": (info.get("validity") or {}).get("notBefore"),
-                "not_after": (info.get("validity") or {}).get("notAfter"),
-                "timestamp": sig.get("timeStampInfo") or sig.get("timestamp"),
-            }
+    for m in _list((cr or {}).get("manifests")):
+        sig = m.get("signature") if isinstance(m, dict) else None
+        if not isinstance(sig, dict) or not isinstance(m.get("label"), str):
+            continue
+        info = sig.get("certificateInfo") if isinstance(sig.get("certificateInfo"), dict) else {}
+        validity = info.get("validity") if isinstance(info.get("validity"), dict) else {}
+        out[m["label"]] = {
+            "algorithm": sig.get("algorithm"),
+            "subject": info["subject"] if isinstance(info.get("subject"), dict) else {},
+            "issuer": info["issuer"] if isinstance(info.get("issuer"), dict) else {},
+            "serial_number": info.get("serialNumber"),
+            "not_before": validity.get("notBefore"),
+            "not_after": validity.get("notAfter"),
+            "timestamp": sig.get("timeStampInfo") or sig.get("timestamp"),
+        }
     return out
 
 

@@ -180,7 +180,8 @@ def install_trust_lists(source: str | os.PathLike[str]) -> list[TrustList]:
         shutil.copyfile(f, tmp)
         os.replace(tmp, dest / f.name)
     _trust_dir.cache_clear()  # in force from now on in this process too
-    _mtimes.clear()
+    _installs[0] += 1
+    _stamps.clear()
     return load_trust_lists(dest)
 
 
@@ -260,8 +261,8 @@ def trust_source(
     if not issuer_cn and not issuer_org:
         return None
     root, _ = trust_dir()
-    # a replaced list (an update, from this process or another) is followed by its mtime
-    stamp = _recent_mtime(_list_pem(root, "signing"))
+    # a replaced list (an update, from this process or another) is followed by its identity
+    stamp = _list_stamp(_list_pem(root, "signing"))
     index = _anchor_index(
         anchors_pem, anchors_file, default_trust, root, stamp, legacy_pem, legacy_file
     )
@@ -271,10 +272,11 @@ def trust_source(
     return None
 
 
-# How long a list file's mtime is taken as current: a scan names the source of every trusted
-# file, and a stat each time was 1% of a provenance read (benchmarks/provenance.py)
-_MTIME_TTL_S = 1.0
-_mtimes: dict[str, tuple[float, int]] = {}
+# How long a list file's identity (inode, mtime, size) is taken as current: a scan names the
+# source of every trusted file, and a stat each time was 1% of a provenance read
+_STAMP_TTL_S = 1.0
+_stamps: dict[str, tuple[float, tuple[int, int, int]]] = {}
+_installs = [0]  # bumped by install_trust_lists: a look begun before it is not kept
 
 
 @functools.lru_cache(maxsize=32)
@@ -282,18 +284,22 @@ def _list_pem(root: Path, kind: str) -> str:
     return str(root / f"{LIST_FILES[kind]}.pem")
 
 
-def _recent_mtime(path: str) -> int:
-    """``path``'s mtime (0 when missing), looked at again after :data:`_MTIME_TTL_S`."""
+def _list_stamp(path: str) -> tuple[int, int, int]:
+    """``path``'s (inode, mtime, size), zeros when missing, looked at again after
+    :data:`_STAMP_TTL_S`."""
     now = time.monotonic()
-    seen = _mtimes.get(path)
-    if seen is not None and now - seen[0] < _MTIME_TTL_S:
+    seen = _stamps.get(path)
+    if seen is not None and now - seen[0] < _STAMP_TTL_S:
         return seen[1]
+    installs = _installs[0]
     try:
-        mtime = os.stat(path).st_mtime_ns
+        st = os.stat(path)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     except OSError:
-        mtime = 0
-    _mtimes[path] = (now, mtime)
-    return mtime
+        stamp = (0, 0, 0)
+    if installs == _installs[0]:
+        _stamps[path] = (now, stamp)
+    return stamp
 
 
 @functools.lru_cache(maxsize=16)
@@ -302,7 +308,7 @@ def _anchor_index(
     anchors_file: str | None,
     default_trust: bool,
     root: Path,
-    stamp: int,
+    stamp: tuple[int, int, int],
     legacy_pem: str | None = None,
     legacy_file: str | None = None,
 ) -> tuple[tuple[tuple[str | None, str | None], TrustSource], ...]:

@@ -120,17 +120,26 @@ def test_an_embedded_manifest_wins_over_a_sidecar_as_in_c2pa_rs(tmp_path, photo,
     assert read.embedded is False
 
 
-@pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_a_fifo_or_folder_named_like_a_sidecar_is_not_one(tmp_path, photo, kind):
+@pytest.mark.parametrize("kind", ["fifo", "folder", "symlink loop", "name too long"])
+def test_a_fifo_or_folder_named_like_a_sidecar_is_not_one(tmp_path, photo, creds, kind):
     import os
     import signal
 
     plain = write_image(tmp_path / "a.png", photo)
+    signed = sign_file(plain, creds["signing"], tmp_path / "signed" / "a.png")
     side = sidecar_path(plain)
     if kind == "fifo":
         os.mkfifo(side)
-    else:
+    elif kind == "folder":
         side.mkdir()
+    elif kind == "symlink loop":
+        side.symlink_to(side)
+    if kind == "name too long":  # a 255-byte file name: its sidecar's would be 256
+        plain = plain.rename(tmp_path / ("x" * 251 + ".png"))
+        signed = signed.rename(signed.with_name(plain.name))
+    else:
+        sidecar_path(signed).symlink_to(side)
+    assert read_file(signed).sidecar_ignored is None  # nothing to ignore
     signal.signal(signal.SIGALRM, signal.default_int_handler)
     signal.alarm(20)  # reading a FIFO with no writer would block for ever
     try:
@@ -166,9 +175,23 @@ def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeyp
     assert read.store["active_manifest"] == read.crjson["manifests"][0]["label"]
 
 
+_BAD = {"failure": [{"code": "assertion.dataHash.mismatch"}]}
+
+
 @pytest.mark.parametrize(
     "cr",
     [
+        {  # a store that fails validation: json() leaves out what it cannot render
+            "manifests": [
+                {
+                    "label": "urn:a",
+                    "claim.v2": {},
+                    "assertions": {},
+                    "signature": {"certificateInfo": {}},
+                    "validationResults": _BAD,
+                }
+            ]
+        },
         {},
         {"manifests": "x"},
         {"manifests": []},
@@ -207,7 +230,7 @@ def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeyp
                 }
             ]
         },
-        {  # deltas under an ingredient's manifest: json() gathers the whole tree's
+        {  # failing deltas under an ingredient's manifest: json() gathers the whole tree's
             "manifests": [
                 {
                     "label": m,
@@ -215,7 +238,7 @@ def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeyp
                     "assertions": {},
                     "signature": {"certificateInfo": {}},
                     "validationResults": {},
-                    **({"ingredientDeltas": [{"validationDeltas": {}}]} if m == "urn:b" else {}),
+                    **({"ingredientDeltas": [{"validationDeltas": _BAD}]} if m == "urn:b" else {}),
                 }
                 for m in ("urn:a", "urn:b")
             ]
@@ -248,13 +271,13 @@ def test_a_store_from_crjson_takes_odd_shapes_without_raising():
                 "ingredientDeltas": [
                     1,
                     {"validationDeltas": []},
-                    {"validationDeltas": {"failure": [{"code": "assertion.dataHash.mismatch"}, 3]}},
+                    {"validationDeltas": {"failure": [3], "success": "x"}},
                 ],
             }
         ]
     }
     store = store_from_crjson(cr)
-    assert store["validation_state"] == "Invalid"  # the failure among the ingredient deltas
+    assert store["validation_state"] == "Valid"  # no failure code, and no trusted signer
     assert store["manifests"]["urn:a"]["ingredients"] == [
         {"title": None, "format": None, "relationship": None}
     ]
