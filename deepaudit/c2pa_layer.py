@@ -691,8 +691,8 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
 
     The fields: the active manifest (crJSON's first: c2pa-rs puts it there), its validation
     results and its ingredients' deltas, the validation state (as c2pa-rs 0.91's json() gives
-    it: a failure other than ``signingCredential.untrusted`` is Invalid, left to json() here;
-    any failure or no ``signingCredential.trusted`` is Valid, else Trusted), and per manifest
+    it: a failure other than ``signingCredential.untrusted`` is Invalid; any failure or no
+    ``signingCredential.trusted`` is Valid, else Trusted), and per manifest
     the title, claim generator, signing time (the time-stamp's), the actions assertions and
     the ingredients (title, format, relationship, manifest label, recorded validation
     results), each in the claim's order (created, then gathered assertions), as json() lists
@@ -703,8 +703,9 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     raw), a signature whose certificate crJSON could not describe (json() still names the
     signer), deltas or failures in a manifest other than the active one (crJSON files a
     delta under the manifest holding the ingredient; json() gathers the whole tree's), a
-    store that fails validation (it may be damaged anywhere, and json() leaves out what it
-    cannot render), and anything not shaped as expected. On every C2PA read of the test suite,
+    failure other than an untrusted signer or the asset's hard binding (``_ASSET_ONLY``: the
+    store may be damaged anywhere, and json() leaves out what it cannot render), and anything
+    not shaped as expected. On every C2PA read of the test suite,
     ``tests/conftest.py`` checks that the record and the validation state built from this
     equal json()'s."""
     ms = cr.get("manifests")
@@ -777,12 +778,14 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     validation: dict[str, Any] = {"activeManifest": own}
     if deltas is not None:
         validation["ingredientDeltas"] = deltas
-    # c2pa-rs 0.91's rule, as its json() reports it: an untrusted signer alone is Valid
-    if [c for c in failures if c != "signingCredential.untrusted"]:
-        # a store that fails validation may be damaged anywhere, and json() leaves out what
-        # it cannot render (a broken active manifest, a damaged ingredient): json() decides
+    if [c for c in failures if c != "signingCredential.untrusted" and c not in _ASSET_ONLY]:
+        # a store that fails its own checks may be damaged anywhere, and json() leaves out
+        # what it cannot render (a broken active manifest, a damaged ingredient): json() decides
         return None
-    if failures or "signingCredential.trusted" not in _codes(own, "success"):
+    # c2pa-rs 0.91's rule, as its json() reports it: an untrusted signer alone is Valid
+    if [c for c in failures if c in _ASSET_ONLY]:
+        state = "Invalid"
+    elif failures or "signingCredential.trusted" not in _codes(own, "success"):
         state = "Valid"
     else:
         state = "Trusted"
@@ -795,6 +798,17 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _RESULT_KINDS = ("success", "informational", "failure")
+# Failures of the hard binding alone: the asset's bytes changed, while the store itself passed
+# every check (its claim signature, every hashed URI), so crJSON and json() render the same
+# intact store. Any other failure sends the store to json().
+_ASSET_ONLY = frozenset(
+    {
+        "assertion.dataHash.mismatch",
+        "assertion.bmffHash.mismatch",
+        "assertion.boxesHash.mismatch",
+        "assertion.collectionHash.mismatch",
+    }
+)
 
 
 def _list(value: Any) -> list[Any]:

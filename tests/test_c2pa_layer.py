@@ -175,13 +175,13 @@ def test_a_plain_store_is_read_from_crjson_alone(tmp_path, photo, creds, monkeyp
     assert read.store["active_manifest"] == read.crjson["manifests"][0]["label"]
 
 
-_BAD = {"failure": [{"code": "assertion.dataHash.mismatch"}]}
+_BAD = {"failure": [{"code": "assertion.hashedURI.mismatch"}]}
 
 
 @pytest.mark.parametrize(
     "cr",
     [
-        {  # a store that fails validation: json() leaves out what it cannot render
+        {  # a store damaged in itself: json() leaves out what it cannot render
             "manifests": [
                 {
                     "label": "urn:a",
@@ -271,13 +271,14 @@ def test_a_store_from_crjson_takes_odd_shapes_without_raising():
                 "ingredientDeltas": [
                     1,
                     {"validationDeltas": []},
-                    {"validationDeltas": {"failure": [3], "success": "x"}},
+                    {"validationDeltas": {"failure": [3, {"code": "assertion.dataHash.mismatch"}]}},
                 ],
             }
         ]
     }
     store = store_from_crjson(cr)
-    assert store["validation_state"] == "Valid"  # no failure code, and no trusted signer
+    # the asset's bytes changed, the store is intact: Invalid, built from crJSON
+    assert store["validation_state"] == "Invalid"
     assert store["manifests"]["urn:a"]["ingredients"] == [
         {"title": None, "format": None, "relationship": None}
     ]
