@@ -283,3 +283,42 @@ def test_a_store_from_crjson_takes_odd_shapes_without_raising():
         {"title": None, "format": None, "relationship": None}
     ]
     assert store["manifests"]["urn:a"]["signature_info"] == {}
+
+
+def test_damaged_stores_never_raise_and_are_compared_with_json(tmp_path, photo, creds):
+    """Single bytes flipped inside a signed store (a capture, then an edit of it): every read
+    gives a status and never raises, and the reads that still build the store from crJSON
+    are compared with json() by conftest. (The rule that sends a store damaged in itself to
+    json(), ``c2pa_layer._ASSET_ONLY``, came from a fuzz of ~9,000 flips in review, where 9
+    differed: too slow for the suite; 60 flips here do not reach such a case.)"""
+    import random
+
+    cap = sign_file(
+        write_image(tmp_path / "c.png", photo),
+        creds["signing"],
+        tmp_path / "cap.png",
+        digital_source_type="digitalCapture",
+    )
+    edit = sign_file(
+        write_image(tmp_path / "e.png", photo[:, ::-1].copy()),
+        creds["signing"],
+        tmp_path / "edit.png",
+        parent=cap,
+        digital_source_type="digitalCreation",
+    )
+    data = edit.read_bytes()
+    at = data.find(b"caBX")
+    length = int.from_bytes(data[at - 4 : at], "big")
+    rng = random.Random(0)
+    built = statuses = 0
+    for k in range(60):
+        bad = bytearray(data)
+        bad[rng.randrange(at + 4, at + 4 + length)] ^= 1 << rng.randrange(8)
+        (tmp_path / f"m{k}.png").write_bytes(bytes(bad))
+        read = read_file(tmp_path / f"m{k}.png", trust_anchors=creds["ca"])
+        statuses += read.status in ("ok", "error", "absent")
+        built += read.status == "ok" and "instance_id" not in next(
+            iter(read.store["manifests"].values()), {}
+        )
+    assert statuses == 60  # never raises, always a status
+    assert built > 0  # some damaged reads still took the crJSON path (and were compared)
