@@ -531,18 +531,11 @@ def read_file(
         if found.status not in ("absent", "remote"):  # the asset itself could not be read
             return found
         try:
-            fd = _open_sidecar(side)
+            manifest_data = _read_sidecar(side)
         except OSError as exc:
             return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
-        if fd is None:
+        if manifest_data is None:
             return found
-        try:
-            with open(fd, "rb", closefd=False) as sf:
-                manifest_data = sf.read()
-        except OSError as exc:
-            return C2paRead(str(p), "unreadable", sidecar=str(side), error=f"OSError: {exc}")
-        finally:
-            os.close(fd)
         fh.seek(0)
         found = _read_store(c2pa, p, mime, fh, manifest_data, ctx)
         if found.status == "ok":
@@ -565,8 +558,8 @@ _NO_SIDECAR = frozenset(
 )
 
 
-def _open_sidecar(side: Path) -> int | None:
-    """A descriptor of ``side`` when it is a regular file; None when there is none, or it is a
+def _read_sidecar(side: Path) -> bytes | None:
+    """The bytes of ``side`` when it is a regular file; None when there is none, or it is a
     FIFO, socket, device or folder (opened without blocking, never read), or no file can
     have its name. OSError otherwise (e.g. permission denied)."""
     try:
@@ -578,14 +571,12 @@ def _open_sidecar(side: Path) -> int | None:
             return None
         raise
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as sf:
+            return sf.read()
+    finally:
         os.close(fd)
-        raise
-    if not regular:
-        os.close(fd)
-        return None
-    return fd
 
 
 def _is_regular_file(path: Path) -> bool:
@@ -701,8 +692,9 @@ def store_from_crjson(cr: dict[str, Any]) -> dict[str, Any] | None:
     None, so json() decides, for: a v1 claim, an update manifest, redactions, a v1/v2
     ingredient, a CAWG identity assertion (json() decodes its credential; crJSON keeps it
     raw), a signature whose certificate crJSON could not describe (json() still names the
-    signer), deltas or failures in a manifest other than the active one (crJSON files a
-    delta under the manifest holding the ingredient; json() gathers the whole tree's), a
+    signer), failing deltas or failures in a manifest other than the active one (crJSON
+    files a delta under the manifest holding the ingredient; json() gathers the whole
+    tree's), a
     failure other than an untrusted signer or the asset's hard binding (``_ASSET_ONLY``: the
     store may be damaged anywhere, and json() leaves out what it cannot render), and anything
     not shaped as expected. On every C2PA read of the test suite,

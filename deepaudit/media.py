@@ -216,10 +216,11 @@ def open_media(path: str | os.PathLike[str]) -> tuple[LoadedFile, BinaryIO]:
     try:
         head = fh.read(_SNIFF_BYTES)
         fh.seek(0)
-    except BaseException as exc:
+    except OSError as exc:
         fh.close()
-        if isinstance(exc, OSError):
-            raise MediaError(p, _os_reason(exc)) from exc
+        raise MediaError(p, _os_reason(exc)) from exc
+    except BaseException:  # e.g. KeyboardInterrupt: the caller never gets the file to close
+        fh.close()
         raise
     return LoadedFile(p, st.st_size, st.st_mtime_ns, head), fh
 
